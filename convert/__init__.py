@@ -1,0 +1,1 @@
+"""PyTorch <-> Flax checkpoint conversion for DistilBERT (installed as `flaxsent.convert`)."""

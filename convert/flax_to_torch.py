@@ -1,0 +1,48 @@
+"""flaxsent Flax checkpoint -> HF PyTorch folder that transformers loads, bit for bit."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from flaxsent import checkpoint as ckpt
+from flaxsent.config import DistilBertConfig
+from flaxsent.errors import CheckpointError
+
+from .mapping import parameter_table
+
+
+def flax_to_torch_state(params: ckpt.Params, cfg: DistilBertConfig) -> dict[str, np.ndarray]:
+    """Map flat Flax params back to PyTorch keys; every table entry is used exactly once."""
+    table = parameter_table(cfg)
+    ckpt._check_keys({e.flax_path for e in table}, set(params), "Flax checkpoint")
+    state = {}
+    for entry in table:
+        array = params[entry.flax_path]
+        if tuple(array.shape) != entry.flax_shape:
+            raise CheckpointError(f"parameter '{entry.flax_path}' has shape {tuple(array.shape)}, "
+                                  f"expected {entry.flax_shape}")
+        if entry.transform == "transpose":
+            array = array.T
+        state[entry.torch_key] = np.ascontiguousarray(array)
+    return state
+
+
+def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, *,
+                      force: bool = False) -> list[str]:
+    """Write a converted folder back out as an HF folder (model.safetensors, config, tokenizer)."""
+    from safetensors.numpy import save_file
+
+    from flaxsent.tokenizer import copy_tokenizer_files
+    folder = ckpt.resolve_source(src)
+    if ckpt.checkpoint_kind(folder) != "flax":
+        raise CheckpointError(f"{folder}: not a flaxsent checkpoint (no {ckpt.FLAX_WEIGHTS}); "
+                              "it is already a PyTorch folder")
+    cfg = ckpt.read_config(folder)
+    state = flax_to_torch_state(ckpt.load_flax_params(folder), cfg)
+    with ckpt.atomic_output_dir(dst, force=force) as out:
+        cfg.save_json(out / ckpt.CONFIG)
+        save_file(state, str(out / ckpt.TORCH_SAFETENSORS), metadata={"format": "pt"})
+        written = [ckpt.CONFIG, ckpt.TORCH_SAFETENSORS, *copy_tokenizer_files(folder, out)]
+    return written

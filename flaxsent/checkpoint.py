@@ -1,0 +1,213 @@
+"""Where weights come from (local folder or Hub id) and the native Flax checkpoint format."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from .config import DistilBertConfig
+from .errors import CheckpointError
+from .model import DistilBertForSequenceClassification
+
+FLAX_WEIGHTS = "flax_model.safetensors"
+TORCH_SAFETENSORS = "model.safetensors"
+TORCH_SAFETENSORS_INDEX = "model.safetensors.index.json"
+TORCH_BIN = "pytorch_model.bin"
+CONFIG = "config.json"
+_HUB_PATTERNS = ["config.json", "*.safetensors", "model.safetensors.index.json",
+                 "pytorch_model.bin", "vocab.txt", "tokenizer.json", "tokenizer_config.json",
+                 "special_tokens_map.json"]
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+Params = dict[str, np.ndarray]  # '/'-joined Flax path -> array
+
+
+def resolve_source(src: str | os.PathLike) -> Path:
+    """A local checkpoint folder, downloading a Hub id first when `src` is not a local path."""
+    path = Path(src).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise CheckpointError(f"{src}: not a folder (expected a checkpoint folder or a Hub id)")
+    text = str(src)
+    if not _HUB_ID.match(text) or text.startswith((".", "/", "~")):
+        raise CheckpointError(f"{src}: no such folder")
+    try:
+        from huggingface_hub import snapshot_download
+        return Path(snapshot_download(text, allow_patterns=_HUB_PATTERNS))
+    except Exception as e:  # noqa: BLE001 - the hub raises many kinds; all mean "not reachable"
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"'{src}' is not a local folder and could not be downloaded from the Hugging Face "
+            f"Hub ({reason}). Offline? Download the checkpoint elsewhere and pass its local folder "
+            f"instead (e.g. ./{text.split('/')[-1]})") from None
+
+
+def checkpoint_kind(folder: Path) -> str:
+    """'flax' for a converted folder, 'torch' for an HF PyTorch folder; an error otherwise."""
+    if not (folder / CONFIG).is_file():
+        raise CheckpointError(f"{folder}: no {CONFIG} (not a model folder)")
+    if (folder / FLAX_WEIGHTS).is_file():
+        return "flax"
+    if any((folder / n).is_file() for n in (TORCH_SAFETENSORS, TORCH_SAFETENSORS_INDEX, TORCH_BIN)):
+        return "torch"
+    raise CheckpointError(f"{folder}: no weights found (looked for {FLAX_WEIGHTS}, "
+                          f"{TORCH_SAFETENSORS}, {TORCH_BIN})")
+
+
+def read_config(folder: Path) -> DistilBertConfig:
+    """The folder's config.json as a DistilBertConfig, errors naming the file."""
+    if not (folder / CONFIG).is_file():
+        raise CheckpointError(f"{folder}: no {CONFIG} (not a model folder)")
+    return DistilBertConfig.from_json_file(folder / CONFIG)
+
+
+def abstract_model(cfg: DistilBertConfig, dtype=jnp.float32,
+                   param_dtype=jnp.float32) -> DistilBertForSequenceClassification:
+    """The model with shapes and dtypes but no memory (every parameter a ShapeDtypeStruct)."""
+    return nnx.eval_shape(lambda: DistilBertForSequenceClassification(
+        cfg, dtype=dtype, param_dtype=param_dtype, rngs=nnx.Rngs(0)))
+
+
+def _path_str(path: tuple) -> str:
+    return "/".join(str(p) for p in path)
+
+
+def param_shapes(cfg: DistilBertConfig) -> dict[str, tuple[int, ...]]:
+    """Every Flax parameter path of the model and its shape, from the abstract model."""
+    state = nnx.state(abstract_model(cfg), nnx.Param)
+    return {_path_str(p): tuple(v.shape) for p, v in nnx.to_flat_state(state)}
+
+
+def model_from_params(cfg: DistilBertConfig, params: Mapping[str, np.ndarray], *,
+                      dtype=jnp.float32, param_dtype=None) -> DistilBertForSequenceClassification:
+    """Build the model from flat params; a missing, extra or mis-shaped path is an error."""
+    if param_dtype is None:
+        param_dtype = dtype
+    model = abstract_model(cfg, dtype, param_dtype)
+    graphdef, state = nnx.split(model)
+    flat = nnx.to_flat_state(state)
+    expected = {_path_str(p) for p, _ in flat}
+    _check_keys(expected, set(params), "Flax checkpoint")
+    leaves = []
+    for path, var in flat:
+        key = _path_str(path)
+        array = params[key]
+        if tuple(array.shape) != tuple(var.shape):
+            raise CheckpointError(f"parameter '{key}' has shape {tuple(array.shape)}, "
+                                  f"expected {tuple(var.shape)} for this config")
+        leaves.append((path, var.replace(jnp.asarray(array, dtype=param_dtype))))
+    return nnx.merge(graphdef, nnx.from_flat_state(leaves))
+
+
+def params_of(model: DistilBertForSequenceClassification) -> Params:
+    """The model's parameters as flat numpy arrays keyed by '/'-joined path."""
+    state = nnx.state(model, nnx.Param)
+    return {_path_str(p): np.asarray(jax.device_get(v[...])) for p, v in nnx.to_flat_state(state)}
+
+
+def _check_keys(expected: set[str], got: set[str], what: str) -> None:
+    missing, extra = sorted(expected - got), sorted(got - expected)
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)}: {_some(missing)}")
+        if extra:
+            parts.append(f"unexpected {len(extra)}: {_some(extra)}")
+        raise CheckpointError(f"{what} does not match the config ({'; '.join(parts)})")
+
+
+def _some(names: list[str], n: int = 5) -> str:
+    return ", ".join(names[:n]) + (f" (+{len(names) - n} more)" if len(names) > n else "")
+
+
+def read_safetensors(path: Path) -> dict[str, np.ndarray]:
+    """All tensors of a safetensors file as numpy arrays (no torch), errors naming the file."""
+    from safetensors.numpy import load_file
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such file") from None
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own and OS errors
+        raise CheckpointError(f"{path}: not a readable safetensors file "
+                              f"(truncated or corrupt? {e})") from None
+
+
+def save_flax_checkpoint(folder: Path, cfg: DistilBertConfig, params: Params) -> None:
+    """Write config.json and flax_model.safetensors into an existing folder."""
+    from safetensors.numpy import save_file
+    cfg.save_json(folder / CONFIG)
+    arrays = {k: np.ascontiguousarray(v) for k, v in sorted(params.items())}
+    dtypes = sorted({str(v.dtype) for v in arrays.values()})
+    save_file(arrays, str(folder / FLAX_WEIGHTS),
+              metadata={"format": "flaxsent", "dtype": ",".join(dtypes)})
+
+
+def load_flax_params(folder: Path) -> Params:
+    """The flat params of a converted folder."""
+    return read_safetensors(folder / FLAX_WEIGHTS)
+
+
+def stored_dtype(params: Mapping[str, np.ndarray]) -> jnp.dtype:
+    """The (single) floating dtype the parameters were saved in."""
+    dtypes = {np.dtype(v.dtype) for v in params.values()}
+    return jnp.dtype(dtypes.pop()) if len(dtypes) == 1 else jnp.dtype(jnp.float32)
+
+
+def load_model(path: str | os.PathLike, *, dtype=None, param_dtype=None,
+               ) -> DistilBertForSequenceClassification:
+    """The Flax model of a converted folder (or an HF PyTorch folder / Hub id, converted in memory).
+
+    `dtype` is the compute dtype (default: the stored one); `param_dtype` defaults to `dtype`.
+    """
+    folder = resolve_source(path)
+    cfg = read_config(folder)
+    if checkpoint_kind(folder) == "flax":
+        params = load_flax_params(folder)
+    else:
+        from flaxsent.convert.torch_to_flax import read_torch_state_dict, torch_to_flax_params
+        params, _ = torch_to_flax_params(read_torch_state_dict(folder), cfg)
+    dtype = stored_dtype(params) if dtype is None else jnp.dtype(dtype)
+    return model_from_params(cfg, params, dtype=dtype, param_dtype=param_dtype or dtype)
+
+
+@contextlib.contextmanager
+def atomic_output_dir(dst: str | os.PathLike, force: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder beside `dst` that becomes `dst` only if the block succeeds."""
+    dst = Path(dst).expanduser()
+    if dst.exists() and not force:
+        raise CheckpointError(f"{dst}: already exists (pass --force to overwrite it)")
+    if dst.exists() and not dst.is_dir():
+        raise CheckpointError(f"{dst}: exists and is not a folder")
+    parent = dst.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.tmp-", dir=parent))
+    except OSError as e:
+        raise CheckpointError(f"{dst}: cannot write here ({e.strerror or e})") from None
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    try:
+        if dst.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old-", dir=parent))
+            dst.rename(old / dst.name)
+            tmp.rename(dst)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(dst)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(f"{dst}: cannot write here ({e.strerror or e})") from None

@@ -1,0 +1,172 @@
+"""Flax NNX DistilBERT for sequence classification, computing exactly what PyTorch computes."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from .config import DistilBertConfig
+
+Array = jax.Array
+DType = jnp.dtype | type
+
+
+def sinusoidal_positions(n_positions: int, dim: int) -> np.ndarray:
+    """DistilBERT's fixed table: sin on even features, cos on odd ones.  # [P, D]"""
+    pos = np.arange(n_positions, dtype=np.float64)[:, None]
+    freq = np.power(10000.0, 2 * (np.arange(dim) // 2) / dim)[None, :]
+    angles = pos / freq
+    table = np.empty((n_positions, dim), dtype=np.float64)
+    table[:, 0::2] = np.sin(angles[:, 0::2])
+    table[:, 1::2] = np.cos(angles[:, 1::2])
+    return table.astype(np.float32)
+
+
+def _layer_norm(cfg: DistilBertConfig, dtype: DType, param_dtype: DType,
+                rngs: nnx.Rngs) -> nnx.LayerNorm:
+    # Two-pass variance, as torch computes it; the one-pass form drifts past 1e-5.
+    return nnx.LayerNorm(cfg.dim, epsilon=cfg.layer_norm_eps, use_fast_variance=False,
+                         dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+
+
+def _linear(n_in: int, n_out: int, dtype: DType, param_dtype: DType,
+            rngs: nnx.Rngs) -> nnx.Linear:
+    return nnx.Linear(n_in, n_out, dtype=dtype, param_dtype=param_dtype,
+                      kernel_init=nnx.initializers.normal(0.02), rngs=rngs)
+
+
+class Embeddings(nnx.Module):
+    """Word + learned (or sinusoidal) position embeddings, then LayerNorm; no token types."""
+
+    def __init__(self, cfg: DistilBertConfig, *, dtype: DType, param_dtype: DType,
+                 rngs: nnx.Rngs):
+        init = nnx.initializers.normal(0.02)
+        self.word_embeddings = nnx.Embed(cfg.vocab_size, cfg.dim, dtype=dtype,
+                                         param_dtype=param_dtype, embedding_init=init, rngs=rngs)
+        self.position_embeddings = nnx.Embed(cfg.max_position_embeddings, cfg.dim, dtype=dtype,
+                                             param_dtype=param_dtype, embedding_init=init,
+                                             rngs=rngs)
+        if cfg.sinusoidal_pos_embds:
+            table = sinusoidal_positions(cfg.max_position_embeddings, cfg.dim)
+            self.position_embeddings.embedding[...] = jnp.asarray(table, param_dtype)
+        self.layer_norm = _layer_norm(cfg, dtype, param_dtype, rngs)
+
+    def __call__(self, input_ids: Array) -> Array:
+        length = input_ids.shape[1]
+        x = self.word_embeddings(input_ids)  # [B, L, D]
+        x = x + self.position_embeddings(jnp.arange(length))[None]  # [B, L, D]
+        return self.layer_norm(x)
+
+
+class SelfAttention(nnx.Module):
+    """Multi-head self-attention; padded keys masked with finfo.min, softmax in float32."""
+
+    def __init__(self, cfg: DistilBertConfig, *, dtype: DType, param_dtype: DType,
+                 rngs: nnx.Rngs):
+        self.n_heads = cfg.n_heads
+        self.head_dim = cfg.head_dim
+        self.dtype = dtype
+        self.q_lin = _linear(cfg.dim, cfg.dim, dtype, param_dtype, rngs)
+        self.k_lin = _linear(cfg.dim, cfg.dim, dtype, param_dtype, rngs)
+        self.v_lin = _linear(cfg.dim, cfg.dim, dtype, param_dtype, rngs)
+        self.out_lin = _linear(cfg.dim, cfg.dim, dtype, param_dtype, rngs)
+
+    def __call__(self, x: Array, mask: Array) -> Array:
+        b, length, d = x.shape
+        split = (b, length, self.n_heads, self.head_dim)
+        q = self.q_lin(x).reshape(split) / math.sqrt(self.head_dim)  # [B, L, H, Dh]
+        k = self.k_lin(x).reshape(split)  # [B, K, H, Dh]
+        v = self.v_lin(x).reshape(split)  # [B, K, H, Dh]
+        scores = jnp.einsum("BLHD,BKHD->BHLK", q, k).astype(jnp.float32)
+        keep = mask[:, None, None, :].astype(bool)  # [B, 1, 1, K]
+        scores = jnp.where(keep, scores, jnp.finfo(jnp.float32).min)
+        weights = jax.nn.softmax(scores, axis=-1).astype(v.dtype)  # [B, H, L, K]
+        context = jnp.einsum("BHLK,BKHD->BLHD", weights, v).reshape(b, length, d)
+        return self.out_lin(context)  # [B, L, D]
+
+
+class FeedForward(nnx.Module):
+    """lin2(act(lin1(x))) with the exact (erf) GELU that PyTorch uses."""
+
+    def __init__(self, cfg: DistilBertConfig, *, dtype: DType, param_dtype: DType,
+                 rngs: nnx.Rngs):
+        self.activation = cfg.activation
+        self.lin1 = _linear(cfg.dim, cfg.hidden_dim, dtype, param_dtype, rngs)
+        self.lin2 = _linear(cfg.hidden_dim, cfg.dim, dtype, param_dtype, rngs)
+
+    def __call__(self, x: Array) -> Array:
+        h = self.lin1(x)  # [B, L, F]
+        h = jax.nn.gelu(h, approximate=False) if self.activation == "gelu" else jax.nn.relu(h)
+        return self.lin2(h)  # [B, L, D]
+
+
+class TransformerBlock(nnx.Module):
+    """Post-LayerNorm block: LN(x + attn(x)), then LN(h + ffn(h))."""
+
+    def __init__(self, cfg: DistilBertConfig, *, dtype: DType, param_dtype: DType,
+                 rngs: nnx.Rngs):
+        self.attention = SelfAttention(cfg, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.sa_layer_norm = _layer_norm(cfg, dtype, param_dtype, rngs)
+        self.ffn = FeedForward(cfg, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.output_layer_norm = _layer_norm(cfg, dtype, param_dtype, rngs)
+
+    def __call__(self, x: Array, mask: Array) -> Array:
+        h = self.sa_layer_norm(x + self.attention(x, mask))  # [B, L, D]
+        return self.output_layer_norm(h + self.ffn(h))  # [B, L, D]
+
+
+class DistilBertForSequenceClassification(nnx.Module):
+    """DistilBERT encoder + classification head: `model(ids, mask)` gives logits [B, num_labels]."""
+
+    def __init__(self, cfg: DistilBertConfig, *, dtype: DType = jnp.float32,
+                 param_dtype: DType = jnp.float32, rngs: nnx.Rngs):
+        self.config = cfg
+        self.embeddings = Embeddings(cfg, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.layers = nnx.List([
+            TransformerBlock(cfg, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+            for _ in range(cfg.n_layers)
+        ])
+        self.pre_classifier = _linear(cfg.dim, cfg.dim, dtype, param_dtype, rngs)
+        self.classifier = _linear(cfg.dim, cfg.num_labels, dtype, param_dtype, rngs)
+
+    def hidden_states(self, input_ids: Array, attention_mask: Array | None = None) -> list[Array]:
+        """The embedding output and every block's output (n_layers + 1 arrays [B, L, D])."""
+        input_ids, attention_mask = _check_inputs(input_ids, attention_mask)
+        x = self.embeddings(input_ids)
+        states = [x]
+        for block in self.layers:
+            x = block(x, attention_mask)
+            states.append(x)
+        return states
+
+    def classify(self, last_hidden: Array) -> Array:
+        """The head on the [CLS] position: Linear, ReLU, Linear.  [B, L, D] -> [B, C]"""
+        h = jax.nn.relu(self.pre_classifier(last_hidden[:, 0]))  # [B, D]
+        return self.classifier(h).astype(jnp.float32)  # [B, C]
+
+    def __call__(self, input_ids: Array, attention_mask: Array | None = None) -> Array:
+        """Logits [B, num_labels] (float32) for token ids [B, L] and a 0/1 mask [B, L]."""
+        input_ids, attention_mask = _check_inputs(input_ids, attention_mask)
+        x = self.embeddings(input_ids)
+        for block in self.layers:
+            x = block(x, attention_mask)
+        return self.classify(x)
+
+
+def _check_inputs(input_ids, attention_mask) -> tuple[Array, Array]:
+    """Integer [B, L] ids (numpy or jax, int32 or int64) and a matching mask, as int32 arrays."""
+    ids_dtype = getattr(input_ids, "dtype", None)
+    if ids_dtype is None or not jnp.issubdtype(ids_dtype, jnp.integer):
+        raise TypeError(f"input_ids must be an integer array, got {ids_dtype or type(input_ids)}")
+    if input_ids.ndim != 2:
+        raise ValueError(f"input_ids must have shape [batch, length], got {input_ids.shape}")
+    if attention_mask is None:
+        attention_mask = jnp.ones(input_ids.shape, jnp.int32)
+    elif attention_mask.shape != input_ids.shape:
+        raise ValueError(f"attention_mask shape {attention_mask.shape} differs from input_ids "
+                         f"shape {input_ids.shape}")
+    return jnp.asarray(input_ids).astype(jnp.int32), jnp.asarray(attention_mask).astype(jnp.int32)

@@ -1,0 +1,159 @@
+"""`flaxsent convert` / `export` on bad input: one clear line, exit 2, nothing half-written."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import transformers
+
+from flaxsent.cli import main
+
+from .conftest import build_hf_checkpoint
+
+
+def run(capsys, *argv):
+    capsys.readouterr()  # drop what fixtures printed (transformers' progress bars)
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code, err, pattern):
+    import re
+    assert code == 2
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert re.search(pattern, lines[0]), lines[0]
+
+
+def test_convert_prints_summary(capsys, tiny_hf, tmp_path):
+    code, out, _ = run(capsys, "convert", str(tiny_hf), str(tmp_path / "out"))
+    assert code == 0
+    assert "parameters: 20,908 (float32)" in out and "vocab.txt" in out
+
+
+def test_missing_folder(capsys, tmp_path):
+    code, _, err = run(capsys, "convert", str(tmp_path / "nope"), str(tmp_path / "out"))
+    assert_one_line_error(code, err, "nope: no such folder")
+
+
+def test_hub_id_offline_names_local_alternative(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, _, err = run(capsys, "convert", "someone/some-model", str(tmp_path / "out"))
+    assert_one_line_error(code, err, "could not be downloaded from the Hugging Face Hub.*"
+                                     "local folder")
+
+
+def test_folder_without_weights(capsys, tiny_hf, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(tiny_hf / "config.json", src)
+    code, _, err = run(capsys, "convert", str(src), str(tmp_path / "out"))
+    assert_one_line_error(code, err, "no weights found")
+
+
+def test_folder_without_config(capsys, tiny_hf, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(tiny_hf / "model.safetensors", src)
+    code, _, err = run(capsys, "convert", str(src), str(tmp_path / "out"))
+    assert_one_line_error(code, err, "no config.json")
+
+
+def test_truncated_safetensors(capsys, tiny_hf, tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(tiny_hf, src)
+    data = (src / "model.safetensors").read_bytes()
+    (src / "model.safetensors").write_bytes(data[: len(data) // 2])
+    code, _, err = run(capsys, "convert", str(src), str(tmp_path / "out"))
+    assert_one_line_error(code, err, "model.safetensors: not a readable safetensors file")
+    assert not (tmp_path / "out").exists()
+
+
+def test_corrupt_safetensors_header(capsys, tiny_hf, tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(tiny_hf, src)
+    (src / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage")
+    code, _, err = run(capsys, "convert", str(src), str(tmp_path / "out"))
+    assert_one_line_error(code, err, "not a readable safetensors file")
+
+
+def test_corrupt_bin(capsys, tmp_path):
+    src = tmp_path / "src"
+    build_hf_checkpoint(src, fmt="bin")
+    (src / "pytorch_model.bin").write_bytes(b"not a zip file at all")
+    code, _, err = run(capsys, "convert", str(src), str(tmp_path / "out"))
+    assert_one_line_error(code, err, "pytorch_model.bin: not a readable PyTorch checkpoint")
+
+
+@pytest.mark.parametrize("arch", ["bert", "roberta"])
+def test_other_architectures_are_refused(capsys, tmp_path, arch):
+    cfg_cls, model_cls = {
+        "bert": (transformers.BertConfig, transformers.BertForSequenceClassification),
+        "roberta": (transformers.RobertaConfig, transformers.RobertaForSequenceClassification),
+    }[arch]
+    cfg = cfg_cls(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                  intermediate_size=20, max_position_embeddings=40)
+    model_cls(cfg).save_pretrained(tmp_path / arch)
+    code, _, err = run(capsys, "convert", str(tmp_path / arch), str(tmp_path / "out"))
+    assert_one_line_error(code, err, f"model_type is '{arch}', not 'distilbert'")
+
+
+def test_wrong_shapes(capsys, tiny_hf, tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(tiny_hf, src)
+    cfg = json.loads((src / "config.json").read_text())
+    cfg["hidden_dim"] = 40
+    (src / "config.json").write_text(json.dumps(cfg))
+    code, _, err = run(capsys, "convert", str(src), str(tmp_path / "out"))
+    assert_one_line_error(code, err,
+                          r"ffn\.lin1\.weight' has shape \(37, 32\), expected \(40, 32\)")
+
+
+def test_unwritable_dst(capsys, tiny_hf, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, _, err = run(capsys, "convert", str(tiny_hf), str(blocker / "out"))
+    assert_one_line_error(code, err, "cannot write here")
+
+
+def test_existing_dst_needs_force(capsys, tiny_hf, tmp_path):
+    dst = tmp_path / "out"
+    dst.mkdir()
+    (dst / "keep.txt").write_text("mine")
+    code, _, err = run(capsys, "convert", str(tiny_hf), str(dst))
+    assert_one_line_error(code, err, "already exists.*--force")
+    assert (dst / "keep.txt").read_text() == "mine"
+    code, _, _ = run(capsys, "convert", str(tiny_hf), str(dst), "--force")
+    assert code == 0 and not (dst / "keep.txt").exists()
+    assert (dst / "flax_model.safetensors").exists()
+
+
+def test_failed_conversion_leaves_nothing(capsys, tiny_hf, tmp_path, monkeypatch):
+    import flaxsent.tokenizer as tok
+
+    def explode(*_):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(tok, "copy_tokenizer_files", explode)
+    with pytest.raises(OSError):
+        main(["convert", str(tiny_hf), str(tmp_path / "out")])
+    assert list(tmp_path.iterdir()) == []  # neither DST nor a temporary folder
+
+
+def test_export_round_trip_and_refusals(capsys, tiny_hf, tmp_path):
+    assert run(capsys, "convert", str(tiny_hf), str(tmp_path / "flax"))[0] == 0
+    code, out, _ = run(capsys, "export", str(tmp_path / "flax"), str(tmp_path / "hf"))
+    assert code == 0 and "model.safetensors" in out
+    transformers.DistilBertForSequenceClassification.from_pretrained(tmp_path / "hf")
+    code, _, err = run(capsys, "export", str(tiny_hf), str(tmp_path / "hf2"))
+    assert_one_line_error(code, err, "not a flaxsent checkpoint")
+
+
+def test_console_script_has_no_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "flaxsent", "convert", str(tmp_path / "x"),
+                           str(tmp_path / "y")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"flaxsent convert: error: {tmp_path / 'x'}: no such folder"
