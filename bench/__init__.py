@@ -1,0 +1,1 @@
+"""Benchmark harness: embedded corpus, parity, throughput and reports."""
