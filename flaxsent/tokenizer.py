@@ -13,6 +13,7 @@ carries a normalizer of its own, and the named special tokens are added tokens, 
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -241,6 +242,12 @@ class TextTokenizer:
                 f"{self.model_max_length}; pass a value up to {self.model_max_length}"
             )
         return int(max_length)
+
+    def with_max_length(self, max_length: int) -> TextTokenizer:
+        """The same tokenizer truncating at another length (shares the Rust tokenizer)."""
+        clone = copy.copy(self)
+        clone.max_length = self._check_max_length(max_length)
+        return clone
 
     @classmethod
     def from_folder(cls, path: str | os.PathLike, max_length: int | None = None) -> TextTokenizer:

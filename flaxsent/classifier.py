@@ -1,0 +1,221 @@
+"""The user-facing `Classifier`: texts in, transformers-pipeline-identical scores out."""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import itertools
+import logging
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import checkpoint as ckpt
+from .buckets import BucketPlan, OrderedCollector, iter_batches
+from .engine import Engine, PmapEngine, enable_compilation_cache
+from .errors import FlaxsentError
+from .model import DistilBertForSequenceClassification
+from .tokenizer import TextTokenizer
+
+log = logging.getLogger("flaxsent")
+
+FUNCTIONS = ("softmax", "sigmoid", "none")
+BACKENDS = ("mesh", "pmap")
+_IN_FLIGHT = 2  # batches dispatched ahead of the one being collected
+
+
+@dataclasses.dataclass
+class RunStats:
+    """What the last call did: inputs, truncations, batches, real vs computed tokens, time."""
+
+    n_inputs: int = 0
+    n_truncated: int = 0
+    n_batches: int = 0
+    real_tokens: int = 0
+    computed_tokens: int = 0
+    seconds: float = 0.0
+
+    @property
+    def padding_efficiency(self) -> float:
+        return self.real_tokens / self.computed_tokens if self.computed_tokens else 1.0
+
+
+class Classifier:
+    """A DistilBERT text classifier compiled per bucket shape and run data-parallel."""
+
+    def __init__(self, model: DistilBertForSequenceClassification, tokenizer: TextTokenizer, *,
+                 max_length: int | None = None, boundaries: Sequence[int] | None = None,
+                 max_batch_tokens: int = 4096, max_batch_size: int = 64,
+                 devices: int | Sequence[jax.Device] | None = None,
+                 precision: str | None = None, backend: str = "mesh", window: int = 4096):
+        cfg = model.config
+        limit = min(tokenizer.model_max_length, cfg.max_position_embeddings)
+        if max_length is None:
+            max_length = limit
+        elif isinstance(max_length, bool) or not isinstance(max_length, int) \
+                or not 3 <= max_length <= limit:
+            raise FlaxsentError(f"max_length={max_length!r}: must be an integer from 3 to the "
+                                f"model's limit of {limit} tokens")
+        if backend not in BACKENDS:
+            raise FlaxsentError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+        if precision is None:  # exact fp32 by default; bf16 runs at the hardware's native rate
+            dtype = model.embeddings.word_embeddings.dtype or jnp.float32
+            precision = "highest" if jnp.dtype(dtype) == jnp.float32 else "default"
+        self.model = model
+        self.config = cfg
+        self.labels = cfg.labels
+        self.tokenizer = tokenizer if tokenizer.max_length == max_length else \
+            tokenizer.with_max_length(max_length)
+        engine_cls = Engine if backend == "mesh" else PmapEngine
+        self.engine = engine_cls(model, devices=devices, precision=precision)
+        try:
+            self.plan = BucketPlan.build(max_length, boundaries, max_batch_tokens=max_batch_tokens,
+                                         device_count=self.engine.n_devices,
+                                         max_batch_size=max_batch_size)
+        except ValueError as e:
+            raise FlaxsentError(str(e)) from None
+        self.window = window
+        self.last_run = RunStats()
+
+    @classmethod
+    def from_pretrained(cls, path_or_hub_id: str | Path, *, dtype: str = "float32",
+                        compilation_cache: bool = True, cache_dir: str | Path | None = None,
+                        **options: Any) -> Classifier:
+        """Load a converted Flax folder, or an HF PyTorch folder / Hub id (converted in memory).
+
+        options: max_length, boundaries, max_batch_tokens, max_batch_size, devices, precision,
+        backend ('mesh' or 'pmap'), window.
+        """
+        if dtype not in ("float32", "bfloat16"):
+            raise FlaxsentError(f"dtype {dtype!r}: choose float32 or bfloat16")
+        if compilation_cache:
+            enable_compilation_cache(cache_dir)
+        folder = ckpt.resolve_source(path_or_hub_id)
+        model = ckpt.load_model(folder, dtype=dtype)
+        try:
+            tokenizer = TextTokenizer.from_folder(folder)
+        except FileNotFoundError as e:
+            raise FlaxsentError(str(e)) from None
+        return cls(model, tokenizer, **options)
+
+    # ---- public calls -------------------------------------------------------------------
+
+    @property
+    def compiled_shapes(self) -> list[tuple[int, int]]:
+        """The (batch, length) shapes compiled so far."""
+        return self.engine.compiled_shapes
+
+    def warmup(self, lengths: Sequence[int] | None = None) -> None:
+        """Compile every bucket (or the buckets of the given lengths) before real traffic."""
+        buckets = range(len(self.plan.boundaries)) if lengths is None else sorted(
+            {self.plan.bucket_index(n) for n in lengths})
+        self.engine.warmup([(self.plan.batch_sizes[i], self.plan.boundaries[i]) for i in buckets])
+
+    def logits(self, texts: Iterable[str], truncation: bool = True) -> np.ndarray:
+        """Raw logits, float32 [N, num_labels], in input order."""
+        rows = list(self.stream_logits(texts, truncation=truncation))
+        return np.stack(rows) if rows else np.zeros((0, self.config.num_labels), np.float32)
+
+    def __call__(self, texts: str | Iterable[str], top_k: int | None = 1,
+                 function_to_apply: str | None = None, truncation: bool = True) -> list:
+        """Scores like transformers' text-classification pipeline (a str gives a 1-item list)."""
+        single = isinstance(texts, str)
+        results = list(self.stream([texts] if single else texts, top_k=top_k,
+                                   function_to_apply=function_to_apply, truncation=truncation))
+        # as the pipeline: one text with several labels asked for gives that text's list
+        return results[0] if single and top_k != 1 else results
+
+    def stream(self, texts: Iterable[str], top_k: int | None = 1,
+               function_to_apply: str | None = None, truncation: bool = True) -> Iterator[Any]:
+        """Pipeline-style results one by one, in input order, with bounded memory."""
+        apply = self._score_function(function_to_apply)
+        k = self._check_top_k(top_k)
+        for row in self.stream_logits(texts, truncation=truncation):
+            yield self._format(apply(row), top_k, k)
+
+    def stream_logits(self, texts: Iterable[str], truncation: bool = True,
+                      ) -> Iterator[np.ndarray]:
+        """Logits [C] per input, in input order; device work overlaps host tokenizing/padding."""
+        if isinstance(texts, (str, bytes)):
+            raise TypeError("texts must be an iterable of str; wrap a single text in a list")
+        stats = RunStats()
+        self.last_run = stats
+        start = time.perf_counter()
+        collector = OrderedCollector()
+        in_flight: collections.deque = collections.deque()
+        encoded = self._encode(iter(texts), truncation, stats)
+        for batch in iter_batches(encoded, self.plan, self.tokenizer.pad_id, self.window):
+            in_flight.append((batch, self.engine(batch.input_ids, batch.attention_mask)))
+            stats.n_batches += 1
+            stats.real_tokens += batch.real_tokens
+            stats.computed_tokens += batch.computed_tokens
+            if len(in_flight) > _IN_FLIGHT:
+                yield from self._collect(in_flight.popleft(), collector)
+        while in_flight:
+            yield from self._collect(in_flight.popleft(), collector)
+        stats.seconds = time.perf_counter() - start
+        if stats.n_truncated:
+            log.info("flaxsent: %d of %d input(s) truncated to %d tokens", stats.n_truncated,
+                     stats.n_inputs, self.tokenizer.max_length)
+
+    # ---- internals ----------------------------------------------------------------------
+
+    def _encode(self, texts: Iterator[str], truncation: bool, stats: RunStats,
+                ) -> Iterator[tuple[int, list[int]]]:
+        """(index, token ids) for every text, tokenized a window at a time (Rust, parallel)."""
+        offset = 0
+        while chunk := list(itertools.islice(texts, self.window)):
+            ids, lengths = self.tokenizer.encode_batch(chunk, truncation=truncation,
+                                                       offset=offset)
+            stats.n_truncated += int((lengths > self.tokenizer.max_length).sum())
+            stats.n_inputs += len(chunk)
+            yield from zip(range(offset, offset + len(chunk)), ids, strict=True)
+            offset += len(chunk)
+
+    @staticmethod
+    def _collect(item, collector: OrderedCollector) -> list[np.ndarray]:
+        batch, logits = item
+        rows = np.asarray(logits, dtype=np.float32)[: batch.n_real]  # blocks on this batch only
+        collector.add(batch.positions, rows)
+        return collector.pop_ready()
+
+    def _score_function(self, name: str | None):
+        if name is None:
+            multi = self.config.passthrough.get("problem_type") == "multi_label_classification"
+            name = "sigmoid" if self.config.num_labels == 1 or multi else "softmax"
+        name = str(getattr(name, "value", name)).lower()
+        if name == "softmax":
+            return _softmax
+        if name == "sigmoid":
+            return _sigmoid
+        if name == "none":
+            return lambda x: x
+        raise ValueError(f"function_to_apply={name!r}: choose one of {', '.join(FUNCTIONS)}")
+
+    def _check_top_k(self, top_k: int | None) -> int:
+        if top_k is None:
+            return self.config.num_labels
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
+        return min(top_k, self.config.num_labels)
+
+    def _format(self, scores: np.ndarray, top_k: int | None, k: int) -> Any:
+        if top_k == 1:
+            i = int(np.argmax(scores))
+            return {"label": self.labels[i], "score": float(scores[i])}
+        order = np.argsort(-scores, kind="stable")[:k]
+        return [{"label": self.labels[i], "score": float(scores[i])} for i in order]
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max())
+    return e / e.sum()
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
