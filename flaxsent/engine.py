@@ -138,8 +138,10 @@ class PmapEngine:
         graphdef, state = nnx.split(model)
         self.config = model.config
         n = len(self.devices)
-        self._state = jax.device_put_replicated(state, self.devices) if n > 1 else \
-            jax.tree.map(lambda x: jax.device_put(x[None], self.devices[0]), state)
+        # one copy per device along a leading axis, laid out as pmap expects its inputs
+        stacked = NamedSharding(Mesh(np.asarray(self.devices), ("replica",)), P("replica"))
+        self._state = jax.tree.map(
+            lambda x: jax.device_put(np.broadcast_to(np.asarray(x), (n, *x.shape)), stacked), state)
         self._traced: list[tuple[int, int]] = []
 
         def replica_forward(state, input_ids, attention_mask):  # [b, L] per device

@@ -1,0 +1,57 @@
+"""Data-parallel cases, run by test_multidevice.py in a process with 8 simulated CPU devices.
+
+Not collected directly (the file name does not start with test_): XLA_FLAGS must be set
+before jax is imported, which only a fresh process guarantees.
+"""
+
+import jax
+import numpy as np
+import pytest
+
+from flaxsent import Classifier
+from flaxsent import checkpoint as ckpt
+from flaxsent.engine import mesh_predict, pmap_predict
+
+from .conftest import WORDS, random_batch
+
+pytestmark = pytest.mark.skipif(jax.device_count() != 8, reason="needs 8 simulated devices")
+
+
+def _texts(n, seed):
+    rng = np.random.default_rng(seed)
+    return [" ".join(rng.choice(WORDS, rng.integers(0, 40))) for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def single(tiny_flax, tmp_path_factory):
+    return Classifier.from_pretrained(tiny_flax, devices=1, max_batch_tokens=512,
+                                      cache_dir=tmp_path_factory.mktemp("c"))
+
+
+@pytest.mark.parametrize("backend", ["mesh", "pmap"])
+@pytest.mark.parametrize("n_texts", [3, 8, 77])
+def test_eight_devices_equal_one(tiny_flax, tmp_path, single, backend, n_texts):
+    multi = Classifier.from_pretrained(tiny_flax, backend=backend, max_batch_tokens=512,
+                                       cache_dir=tmp_path)
+    assert multi.engine.n_devices == 8
+    assert all(b % 8 == 0 for b in multi.plan.batch_sizes)
+    texts = _texts(n_texts, seed=n_texts)
+    np.testing.assert_allclose(multi.logits(texts), single.logits(texts), atol=1e-6)
+    assert set(multi.compiled_shapes) <= set(multi.plan.shapes())
+
+
+def test_batch_is_sharded_over_the_mesh(tiny_flax, tmp_path):
+    clf = Classifier.from_pretrained(tiny_flax, cache_dir=tmp_path, max_batch_tokens=512)
+    ids = np.zeros((16, 16), np.int32)
+    out = clf.engine(ids, np.ones_like(ids))
+    assert len(out.sharding.device_set) == 8
+    assert out.sharding.shard_shape(out.shape) == (2, 2)
+
+
+@pytest.mark.parametrize("batch", [3, 8, 13])
+def test_pmap_predict_equals_mesh_and_plain_call(tiny_flax, batch):
+    model = ckpt.load_model(tiny_flax)
+    ids, mask = random_batch(np.random.default_rng(batch), model.config.vocab_size, batch, 12)
+    plain = np.asarray(model(ids, mask))
+    np.testing.assert_allclose(pmap_predict(model, ids, mask), plain, atol=1e-6)
+    np.testing.assert_allclose(mesh_predict(model, ids, mask), plain, atol=1e-6)
