@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .packing import PackedBatch, PackPlan, iter_packed
+
 DEFAULT_BOUNDARIES: tuple[int, ...] = (16, 32, 64, 128, 256, 512)
 
 
@@ -146,6 +148,10 @@ class Batch:
     n_real: int  # rows n_real..B-1 are filler
     real_tokens: int  # sum of the real rows' lengths
 
+    def select(self, logits: np.ndarray) -> np.ndarray:
+        """The real rows [n, C] of the batch's output [B, C]."""
+        return logits[: self.n_real]
+
     @property
     def computed_tokens(self) -> int:
         """Tokens the device computes for this batch (B * L), padding included."""
@@ -218,8 +224,12 @@ def iter_batches(
     plan: BucketPlan,
     pad_id: int,
     window: int = 4096,
-) -> Iterator[Batch]:
-    """Yield fixed-shape padded batches from (caller_index, token_ids), one window at a time."""
+    pack: PackPlan | None = None,
+) -> Iterator[Batch | PackedBatch]:
+    """Yield fixed-shape padded batches from (caller_index, token_ids), one window at a time.
+
+    With `pack`, texts up to `pack.row_length` tokens are packed several to a row instead.
+    """
     window = _check_int("window", window, 1)
     if not _is_int(pad_id):
         raise ValueError(f"pad_id must be an integer token id, got {pad_id!r}")
@@ -227,9 +237,20 @@ def iter_batches(
     items = iter(encoded)
     while True:
         indices, arrays = _read_window(items, window, plan.max_length)
-        if not indices:
+        n_read = len(indices)
+        if not n_read:
             return
         lengths = np.fromiter((a.shape[0] for a in arrays), dtype=np.int64, count=len(arrays))
+        if pack is not None:
+            short = lengths <= pack.row_length
+            if short.any():
+                chosen = np.flatnonzero(short).tolist()
+                yield from iter_packed([indices[i] for i in chosen], [arrays[i] for i in chosen],
+                                       pack, pad_id)
+            keep = np.flatnonzero(~short).tolist()
+            indices = [indices[i] for i in keep]
+            arrays = [arrays[i] for i in keep]
+            lengths = lengths[keep]
         order = np.argsort(lengths, kind="stable")  # [W] window rows, shortest first
         buckets = np.searchsorted(bounds, lengths[order], side="left")  # [W]
         for bucket in np.unique(buckets):
@@ -238,7 +259,7 @@ def iter_batches(
             for start in range(0, len(members), shape[0]):
                 rows = members[start : start + shape[0]]
                 yield _make_batch(int(bucket), rows, indices, arrays, lengths, shape, pad_id)
-        if len(indices) < window:
+        if n_read < window:
             return
 
 

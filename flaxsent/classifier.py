@@ -20,6 +20,7 @@ from .buckets import BucketPlan, OrderedCollector, iter_batches
 from .engine import Engine, PmapEngine, enable_compilation_cache
 from .errors import FlaxsentError
 from .model import DistilBertForSequenceClassification
+from .packing import PackPlan
 from .tokenizer import TextTokenizer
 
 log = logging.getLogger("flaxsent")
@@ -52,7 +53,8 @@ class Classifier:
                  max_length: int | None = None, boundaries: Sequence[int] | None = None,
                  max_batch_tokens: int = 4096, max_batch_size: int = 64,
                  devices: int | Sequence[jax.Device] | None = None,
-                 precision: str | None = None, backend: str = "mesh", window: int = 4096):
+                 precision: str | None = None, backend: str = "mesh", window: int = 4096,
+                 pack_length: int | None = 128):
         cfg = model.config
         limit = min(tokenizer.model_max_length, cfg.max_position_embeddings)
         if max_length is None:
@@ -77,6 +79,10 @@ class Classifier:
             self.plan = BucketPlan.build(max_length, boundaries, max_batch_tokens=max_batch_tokens,
                                          device_count=self.engine.n_devices,
                                          max_batch_size=max_batch_size)
+            # texts up to pack_length tokens share rows (None or 0: plain buckets only)
+            self.pack_plan = PackPlan.build(
+                min(pack_length, max_length), max_batch_tokens, self.engine.n_devices,
+                max_batch_size) if pack_length else None
         except ValueError as e:
             raise FlaxsentError(str(e)) from None
         self.window = window
@@ -106,15 +112,28 @@ class Classifier:
     # ---- public calls -------------------------------------------------------------------
 
     @property
-    def compiled_shapes(self) -> list[tuple[int, int]]:
-        """The (batch, length) shapes compiled so far."""
+    def compiled_shapes(self) -> list[tuple[int, ...]]:
+        """Shapes compiled so far: (batch, length) per bucket, (rows, length, slots) packed."""
         return self.engine.compiled_shapes
 
-    def warmup(self, lengths: Sequence[int] | None = None) -> None:
-        """Compile every bucket (or the buckets of the given lengths) before real traffic."""
-        buckets = range(len(self.plan.boundaries)) if lengths is None else sorted(
-            {self.plan.bucket_index(n) for n in lengths})
-        self.engine.warmup([(self.plan.batch_sizes[i], self.plan.boundaries[i]) for i in buckets])
+    def shapes(self) -> list[tuple[int, ...]]:
+        """Every shape this classifier can compile: the packed one (if on), then the buckets."""
+        if not self.pack_plan:
+            return self.plan.shapes()
+        longer = [s for s in self.plan.shapes() if s[1] > self.pack_plan.row_length]
+        return [self.pack_plan.shape(), *longer]  # shorter texts never reach a bucket
+
+    def warmup(self) -> None:
+        """Compile every shape in `shapes()` before real traffic, with one dummy text each."""
+        lengths = [2] if self.pack_plan else []
+        lowest = self.pack_plan.row_length if self.pack_plan else 0
+        for i, boundary in enumerate(self.plan.boundaries):
+            previous = self.plan.boundaries[i - 1] if i else 0
+            if boundary > lowest:  # the shortest text that lands in this bucket
+                lengths.append(max(previous, lowest) + 1)
+        encoded = ((i, [self.tokenizer.cls_id] * n) for i, n in enumerate(lengths))
+        for batch in iter_batches(encoded, self.plan, self.tokenizer.pad_id, pack=self.pack_plan):
+            np.asarray(self.engine.run(batch))
 
     def logits(self, texts: Iterable[str], truncation: bool = True) -> np.ndarray:
         """Raw logits, float32 [N, num_labels], in input order."""
@@ -149,8 +168,9 @@ class Classifier:
         collector = OrderedCollector()
         in_flight: collections.deque = collections.deque()
         encoded = self._encode(iter(texts), truncation, stats)
-        for batch in iter_batches(encoded, self.plan, self.tokenizer.pad_id, self.window):
-            in_flight.append((batch, self.engine(batch.input_ids, batch.attention_mask)))
+        for batch in iter_batches(encoded, self.plan, self.tokenizer.pad_id, self.window,
+                                  pack=self.pack_plan):
+            in_flight.append((batch, self.engine.run(batch)))
             stats.n_batches += 1
             stats.real_tokens += batch.real_tokens
             stats.computed_tokens += batch.computed_tokens
@@ -180,7 +200,7 @@ class Classifier:
     @staticmethod
     def _collect(item, collector: OrderedCollector) -> list[np.ndarray]:
         batch, logits = item
-        rows = np.asarray(logits, dtype=np.float32)[: batch.n_real]  # blocks on this batch only
+        rows = batch.select(np.asarray(logits, dtype=np.float32))  # blocks on this batch only
         collector.add(batch.positions, rows)
         return collector.pop_ready()
 

@@ -13,8 +13,10 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from .buckets import Batch
 from .errors import FlaxsentError
 from .model import DistilBertForSequenceClassification
+from .packing import PackedBatch
 
 PRECISIONS = ("default", "high", "highest")
 DEFAULT_CACHE_DIR = Path(os.environ.get("FLAXSENT_CACHE_DIR",
@@ -92,6 +94,15 @@ class Engine:
                                in_shardings=(self._replicated, self._batch, self._batch),
                                out_shardings=self._batch)
 
+        def pure_packed(state, input_ids, segment_ids, position_ids, cls_index):
+            self._traced.append((*input_ids.shape, cls_index.shape[1]))  # (B, L, S)
+            return nnx.merge(graphdef, state).packed_logits(input_ids, segment_ids,
+                                                            position_ids, cls_index)
+
+        self._jitted_packed = jax.jit(pure_packed,
+                                      in_shardings=(self._replicated, *[self._batch] * 4),
+                                      out_shardings=self._batch)
+
     @property
     def n_devices(self) -> int:
         return len(self.devices)
@@ -103,8 +114,17 @@ class Engine:
 
     @property
     def n_compilations(self) -> int:
-        """Executables in the jit cache: equals len(compiled_shapes) unless something recompiled."""
-        return self._jitted._cache_size()
+        """Executables in the jit caches: len(compiled_shapes) unless something recompiled."""
+        return self._jitted._cache_size() + self._jitted_packed._cache_size()
+
+    def run(self, batch: Batch | PackedBatch) -> jax.Array:
+        """Dispatch a padded or a packed batch; logits [B, C] or [B, S, C] (asynchronously)."""
+        if isinstance(batch, PackedBatch):
+            arrays = (batch.input_ids, batch.segment_ids, batch.position_ids, batch.cls_index)
+            placed = [jax.device_put(a, self._batch) for a in arrays]
+            with jax.default_matmul_precision(self.precision):
+                return self._jitted_packed(self._state, *placed)
+        return self(batch.input_ids, batch.attention_mask)
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> jax.Array:
         """Dispatch one padded batch (rows: a multiple of the devices); returns logits [B, C]."""
@@ -150,6 +170,13 @@ class PmapEngine:
 
         self._pmapped = jax.pmap(replica_forward, devices=self.devices)
 
+        def replica_packed(state, input_ids, segment_ids, position_ids, cls_index):
+            self._traced.append((input_ids.shape[0] * n, input_ids.shape[1], cls_index.shape[1]))
+            return nnx.merge(graphdef, state).packed_logits(input_ids, segment_ids,
+                                                            position_ids, cls_index)
+
+        self._pmapped_packed = jax.pmap(replica_packed, devices=self.devices)
+
     @property
     def n_devices(self) -> int:
         return len(self.devices)
@@ -157,6 +184,17 @@ class PmapEngine:
     @property
     def compiled_shapes(self) -> list[tuple[int, int]]:
         return list(self._traced)
+
+    def run(self, batch: Batch | PackedBatch) -> jax.Array:
+        """Dispatch a padded or a packed batch; logits [B, C] or [B, S, C]."""
+        if not isinstance(batch, PackedBatch):
+            return self(batch.input_ids, batch.attention_mask)
+        n = self.n_devices
+        arrays = (batch.input_ids, batch.segment_ids, batch.position_ids, batch.cls_index)
+        split = [a.reshape(n, a.shape[0] // n, *a.shape[1:]) for a in arrays]  # [n, B/n, ...]
+        with jax.default_matmul_precision(self.precision):
+            out = self._pmapped_packed(self._state, *split)  # [n, B/n, S, C]
+        return out.reshape(batch.input_ids.shape[0], *out.shape[2:])
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> jax.Array:
         """Logits [B, C] of a batch whose rows split evenly over the devices."""

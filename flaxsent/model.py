@@ -55,10 +55,11 @@ class Embeddings(nnx.Module):
             self.position_embeddings.embedding[...] = jnp.asarray(table, param_dtype)
         self.layer_norm = _layer_norm(cfg, dtype, param_dtype, rngs)
 
-    def __call__(self, input_ids: Array) -> Array:
-        length = input_ids.shape[1]
+    def __call__(self, input_ids: Array, position_ids: Array | None = None) -> Array:
+        if position_ids is None:
+            position_ids = jnp.arange(input_ids.shape[1])[None]  # [1, L]
         x = self.word_embeddings(input_ids)  # [B, L, D]
-        x = x + self.position_embeddings(jnp.arange(length))[None]  # [B, L, D]
+        x = x + self.position_embeddings(position_ids)  # [B, L, D]
         return self.layer_norm(x)
 
 
@@ -75,14 +76,14 @@ class SelfAttention(nnx.Module):
         self.v_lin = _linear(cfg.dim, cfg.dim, dtype, param_dtype, rngs)
         self.out_lin = _linear(cfg.dim, cfg.dim, dtype, param_dtype, rngs)
 
-    def __call__(self, x: Array, mask: Array) -> Array:
+    def __call__(self, x: Array, keep: Array) -> Array:
+        """keep: bool, [B, 1, 1, K] (padding) or [B, 1, L, K] (packed segments)."""
         b, length, d = x.shape
         split = (b, length, self.n_heads, self.head_dim)
         q = self.q_lin(x).reshape(split) / math.sqrt(self.head_dim)  # [B, L, H, Dh]
         k = self.k_lin(x).reshape(split)  # [B, K, H, Dh]
         v = self.v_lin(x).reshape(split)  # [B, K, H, Dh]
         scores = jnp.einsum("BLHD,BKHD->BHLK", q, k).astype(jnp.float32)
-        keep = mask[:, None, None, :].astype(bool)  # [B, 1, 1, K]
         scores = jnp.where(keep, scores, jnp.finfo(jnp.float32).min)
         weights = jax.nn.softmax(scores, axis=-1).astype(v.dtype)  # [B, H, L, K]
         context = jnp.einsum("BHLK,BKHD->BLHD", weights, v).reshape(b, length, d)
@@ -114,8 +115,8 @@ class TransformerBlock(nnx.Module):
         self.ffn = FeedForward(cfg, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.output_layer_norm = _layer_norm(cfg, dtype, param_dtype, rngs)
 
-    def __call__(self, x: Array, mask: Array) -> Array:
-        h = self.sa_layer_norm(x + self.attention(x, mask))  # [B, L, D]
+    def __call__(self, x: Array, keep: Array) -> Array:
+        h = self.sa_layer_norm(x + self.attention(x, keep))  # [B, L, D]
         return self.output_layer_norm(h + self.ffn(h))  # [B, L, D]
 
 
@@ -136,10 +137,11 @@ class DistilBertForSequenceClassification(nnx.Module):
     def hidden_states(self, input_ids: Array, attention_mask: Array | None = None) -> list[Array]:
         """The embedding output and every block's output (n_layers + 1 arrays [B, L, D])."""
         input_ids, attention_mask = _check_inputs(input_ids, attention_mask)
+        keep = attention_mask[:, None, None, :].astype(bool)  # [B, 1, 1, K]
         x = self.embeddings(input_ids)
         states = [x]
         for block in self.layers:
-            x = block(x, attention_mask)
+            x = block(x, keep)
             states.append(x)
         return states
 
@@ -151,10 +153,30 @@ class DistilBertForSequenceClassification(nnx.Module):
     def __call__(self, input_ids: Array, attention_mask: Array | None = None) -> Array:
         """Logits [B, num_labels] (float32) for token ids [B, L] and a 0/1 mask [B, L]."""
         input_ids, attention_mask = _check_inputs(input_ids, attention_mask)
+        keep = attention_mask[:, None, None, :].astype(bool)  # [B, 1, 1, K]
         x = self.embeddings(input_ids)
         for block in self.layers:
-            x = block(x, attention_mask)
+            x = block(x, keep)
         return self.classify(x)
+
+    def packed_logits(self, input_ids: Array, segment_ids: Array, position_ids: Array,
+                      cls_index: Array) -> Array:
+        """Logits [B, S, C] of several texts packed per row.
+
+        segment_ids [B, L]: 1.. per text, 0 for padding (a token attends only inside its text);
+        position_ids [B, L]: positions restarting at 0 per text; cls_index [B, S]: where each
+        text's [CLS] sits (slots without a text point anywhere and are ignored by the caller).
+        """
+        segment_ids = jnp.asarray(segment_ids, jnp.int32)
+        same = segment_ids[:, :, None] == segment_ids[:, None, :]  # [B, L, K]
+        keep = (same & (segment_ids[:, None, :] > 0))[:, None]  # [B, 1, L, K]
+        x = self.embeddings(jnp.asarray(input_ids, jnp.int32),
+                            jnp.asarray(position_ids, jnp.int32))
+        for block in self.layers:
+            x = block(x, keep)
+        cls = jnp.take_along_axis(x, jnp.asarray(cls_index, jnp.int32)[:, :, None], axis=1)
+        h = jax.nn.relu(self.pre_classifier(cls))  # [B, S, D]
+        return self.classifier(h).astype(jnp.float32)  # [B, S, C]
 
 
 def _check_inputs(input_ids, attention_mask) -> tuple[Array, Array]:

@@ -37,7 +37,8 @@ def test_eight_devices_equal_one(tiny_flax, tmp_path, single, backend, n_texts):
     assert all(b % 8 == 0 for b in multi.plan.batch_sizes)
     texts = _texts(n_texts, seed=n_texts)
     np.testing.assert_allclose(multi.logits(texts), single.logits(texts), atol=1e-6)
-    assert set(multi.compiled_shapes) <= set(multi.plan.shapes())
+    assert set(multi.compiled_shapes) <= set(multi.shapes())
+    assert multi.pack_plan.rows % 8 == 0
 
 
 def test_batch_is_sharded_over_the_mesh(tiny_flax, tmp_path):

@@ -84,31 +84,38 @@ def test_caller_order_across_buckets_and_windows(tiny_flax, tmp_path):
     np.testing.assert_allclose(small_window.logits(texts), expected, atol=1e-6)
 
 
-def test_compiles_once_per_shape(tiny_flax, tmp_path):
+@pytest.mark.parametrize("pack_length", [None, 24])
+def test_compiles_once_per_shape(tiny_flax, tmp_path, pack_length):
     clf = Classifier.from_pretrained(tiny_flax, cache_dir=tmp_path, max_batch_tokens=256,
-                                     max_batch_size=8)
+                                     max_batch_size=8, pack_length=pack_length)
     clf.logits(_random_texts(40, seed=3, max_words=50))
     shapes = clf.compiled_shapes
     assert len(shapes) == len(set(shapes)) >= 2
-    assert set(shapes) <= set(clf.plan.shapes())
+    assert set(shapes) <= set(clf.shapes())
     assert clf.engine.n_compilations == len(shapes)
-    # new inputs of already-seen buckets compile nothing new
+    # new inputs of already-seen shapes compile nothing new
     clf.logits(_random_texts(40, seed=4, max_words=50))
     clf.logits(["one short text"])
-    used = {clf.plan.bucket_index(n) for n in clf.tokenizer.encode_batch(
-        _random_texts(40, seed=4, max_words=50) + ["one short text"])[1]}
-    assert used <= {clf.plan.boundaries.index(length) for _, length in shapes}
     assert clf.compiled_shapes == shapes
     assert clf.engine.n_compilations == len(shapes)
 
 
-def test_warmup_compiles_every_bucket(tiny_flax, tmp_path):
+@pytest.mark.parametrize("pack_length", [None, 24, 128])
+def test_warmup_compiles_every_shape_and_nothing_after(tiny_flax, tmp_path, pack_length):
     clf = Classifier.from_pretrained(tiny_flax, cache_dir=tmp_path, max_batch_tokens=256,
-                                     max_batch_size=8)
+                                     max_batch_size=8, pack_length=pack_length)
     clf.warmup()
-    assert sorted(clf.compiled_shapes) == sorted(clf.plan.shapes())
+    assert sorted(clf.compiled_shapes) == sorted(clf.shapes())
     clf.logits(_random_texts(30, seed=5, max_words=50))
-    assert clf.engine.n_compilations == len(clf.plan.shapes())
+    assert clf.engine.n_compilations == len(clf.shapes())
+
+
+def test_packed_and_bucketed_agree(tiny_flax, tmp_path):
+    texts = _random_texts(120, seed=8, max_words=50)
+    packed = Classifier.from_pretrained(tiny_flax, cache_dir=tmp_path, pack_length=32)
+    plain = Classifier.from_pretrained(tiny_flax, cache_dir=tmp_path, pack_length=None)
+    np.testing.assert_allclose(packed.logits(texts), plain.logits(texts), atol=2e-6)
+    assert packed.last_run.padding_efficiency > plain.last_run.padding_efficiency
 
 
 def test_truncation_is_counted_and_can_be_refused(clf):
