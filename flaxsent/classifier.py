@@ -51,7 +51,7 @@ class Classifier:
 
     def __init__(self, model: DistilBertForSequenceClassification, tokenizer: TextTokenizer, *,
                  max_length: int | None = None, boundaries: Sequence[int] | None = None,
-                 max_batch_tokens: int = 4096, max_batch_size: int = 64,
+                 max_batch_tokens: int = 2048, max_batch_size: int = 64,
                  devices: int | Sequence[jax.Device] | None = None,
                  precision: str | None = None, backend: str = "mesh", window: int = 4096,
                  pack_length: int | None = 128):

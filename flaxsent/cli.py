@@ -1,4 +1,4 @@
-"""The `flaxsent` command: convert, export, (and the engine's predict / bench / eval)."""
+"""The `flaxsent` command: convert, export, predict, eval, bench."""
 
 from __future__ import annotations
 
@@ -48,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dst", help="output HF folder (must not exist unless --force)")
     p.add_argument("--force", action="store_true", help="replace an existing DST")
     p.set_defaults(func=_export)
+
+    from . import evaluate, predict
+    predict.add_parser(sub)
+    evaluate.add_parser(sub)
     return parser
 
 

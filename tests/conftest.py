@@ -34,21 +34,26 @@ def write_vocab(folder: Path, vocab_size: int) -> list[str]:
     return tokens
 
 
-def randomize(model, seed: int) -> None:
-    """Non-trivial weights everywhere (LayerNorm scales and biases too) to catch mapping slips."""
+def randomize(model, seed: int, scale: float = 0.1) -> None:
+    """Non-trivial weights everywhere (LayerNorm scales and biases too) to catch mapping slips.
+
+    `scale` is the weights' standard deviation: 0.1 makes tiny models' logits O(1); full-size
+    models use 0.02 (HF's initializer_range), or their logits grow far beyond a trained model's.
+    """
     import torch
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "position_embeddings" in name and model.config.sinusoidal_pos_embds:
                 continue
-            noise = torch.randn(p.shape, generator=gen) * 0.1
-            p.copy_(noise + 1.0 if name.endswith("norm.weight") or "LayerNorm.weight" in name
-                    else noise * (2.0 if p.ndim == 1 else 1.0))
+            noise = torch.randn(p.shape, generator=gen) * scale
+            is_scale = name.endswith("norm.weight") or "LayerNorm.weight" in name
+            p.copy_(noise * (0.1 / scale) + 1.0 if is_scale else noise)
 
 
 def build_hf_checkpoint(folder: Path, *, fmt: str = "safetensors", seed: int = 0,
-                        head: str = "classifier", vocab: bool = True, **overrides):
+                        head: str = "classifier", vocab: bool = True, scale: float = 0.1,
+                        **overrides):
     """Save a random HF DistilBERT (classifier, masked-LM or bare) to `folder`; return the model."""
     import torch
     import transformers as tf
@@ -59,7 +64,7 @@ def build_hf_checkpoint(folder: Path, *, fmt: str = "safetensors", seed: int = 0
     cls = {"classifier": tf.DistilBertForSequenceClassification,
            "mlm": tf.DistilBertForMaskedLM, "bare": tf.DistilBertModel}[head]
     model = cls(cfg).eval()
-    randomize(model, seed)
+    randomize(model, seed, scale)
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder, safe_serialization=(fmt == "safetensors"))
     if fmt == "bin" and not (folder / "pytorch_model.bin").exists():
