@@ -157,6 +157,13 @@ class Classifier:
         for row in self.stream_logits(texts, truncation=truncation):
             yield self._format(apply(row), top_k, k)
 
+    def format_scores(self, logits: np.ndarray, top_k: int | None = 1,
+                      function_to_apply: str | None = None) -> dict | list[dict]:
+        """The pipeline-style result of one logits row [C] (what `stream` yields for it)."""
+        apply = self._score_function(function_to_apply)
+        return self._format(apply(np.asarray(logits, np.float32)), top_k,
+                            self._check_top_k(top_k))
+
     def stream_logits(self, texts: Iterable[str], truncation: bool = True,
                       ) -> Iterator[np.ndarray]:
         """Logits [C] per input, in input order; device work overlaps host tokenizing/padding."""
@@ -210,9 +217,9 @@ class Classifier:
             name = "sigmoid" if self.config.num_labels == 1 or multi else "softmax"
         name = str(getattr(name, "value", name)).lower()
         if name == "softmax":
-            return _softmax
+            return softmax
         if name == "sigmoid":
-            return _sigmoid
+            return sigmoid
         if name == "none":
             return lambda x: x
         raise ValueError(f"function_to_apply={name!r}: choose one of {', '.join(FUNCTIONS)}")
@@ -232,10 +239,12 @@ class Classifier:
         return [{"label": self.labels[i], "score": float(scores[i])} for i in order]
 
 
-def _softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max())
-    return e / e.sum()
+def softmax(x: np.ndarray) -> np.ndarray:
+    """Probabilities over the last axis, computed stably (max subtracted first)."""
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Independent per-label probabilities."""
     return 1.0 / (1.0 + np.exp(-x))

@@ -21,13 +21,6 @@ class EvalError(FlaxsentError):
     """A labelled file that cannot be scored: a bad row, a missing or unknown label."""
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax [N, C] in float64 (so the log loss is not limited by float32)."""
-    x = logits.astype(np.float64)
-    e = np.exp(x - x.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def _where(path: str, line: int) -> str:
     unit = "row" if path.lower().endswith((".parquet", ".pq")) else "line"
     return f"{'stdin' if path == STDIO else path}, {unit} {line}"
@@ -67,7 +60,8 @@ def evaluate_file(clf: Any, path: str, *, text_column: str | None = None,
         reader.close()
     if not rows:
         raise EvalError(f"{path!r} holds no labelled rows")
-    probs = _softmax(np.stack(rows))
+    from .classifier import softmax  # lazily: the CLI parser imports this module, not jax
+    probs = softmax(np.stack(rows).astype(np.float64))  # float64: log loss precision
     labels = np.asarray(gold, dtype=np.int64)
     metrics = classification_metrics(labels, probs, names)
     return metrics, labels, probs

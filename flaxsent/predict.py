@@ -21,7 +21,7 @@ import dataclasses
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -71,24 +71,14 @@ class PredictResult:
 
 # ------------------------------------------------------------------------------ formatting
 
-def _softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max())
-    return e / e.sum()
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
-
-
 class RowFormatter:
     """Turns (record, logits row) into an output record: extras, then the prediction fields."""
 
-    def __init__(self, labels: list[str], *, top_k: int | None, logits: bool, multi_label: bool,
+    def __init__(self, score: Callable[[np.ndarray], Any], *, top_k: int | None, logits: bool,
                  uniform: bool, row_index: bool):
-        self.labels = list(labels)
+        self.score = score  # the classifier's pipeline-style formatting of one logits row
         self.top_k = top_k  # None: all labels
         self.logits = logits
-        self.apply = _sigmoid if multi_label or len(self.labels) == 1 else _softmax
         self.uniform = uniform  # fixed-schema outputs (csv, parquet) need every key on every row
         self.row_index = row_index
 
@@ -104,15 +94,11 @@ class RowFormatter:
     def ok(self, record: Record, index: int, logits: np.ndarray, errors_possible: bool,
            ) -> dict[str, Any]:
         row = self._extras(record, index)
-        scores = self.apply(logits.astype(np.float32))
+        result = self.score(logits)
         if self.top_k == 1:
-            i = int(np.argmax(scores))
-            row["label"] = self.labels[i]
-            row["score"] = float(scores[i])
+            row.update(result)  # label, score
         else:
-            order = np.argsort(-scores, kind="stable")[:self.top_k]
-            row["labels"] = [{"label": self.labels[i], "score": float(scores[i])}
-                             for i in order]
+            row["labels"] = result
         if self.logits:
             row["logits"] = [float(v) for v in logits]
         if errors_possible and self.uniform:
@@ -178,8 +164,7 @@ def predict_file(clf: Any, input_path: str, output: str | None, *,
     start = shard.index + done * shard.count if shard.count > 1 else done
     reader = read_records(input_path, text_column, input_fmt, start=start)
     formatter = RowFormatter(
-        list(clf.labels), top_k=top_k, logits=logits,
-        multi_label=clf.config.passthrough.get("problem_type") == "multi_label_classification",
+        lambda row: clf.format_scores(row, top_k=top_k), top_k=top_k, logits=logits,
         uniform=fmt in ("csv", "parquet"), row_index=shard.count > 1)
     errors_possible = on_error == "skip"
 
