@@ -49,9 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing DST")
     p.set_defaults(func=_export)
 
+    from flaxsent.bench.cli import add_bench_parser
+
     from . import evaluate, predict
     predict.add_parser(sub)
     evaluate.add_parser(sub)
+    add_bench_parser(sub)
     return parser
 
 

@@ -1,0 +1,482 @@
+"""The benchmark harness: the same inputs through PyTorch and flaxsent, timed and compared.
+
+`run_harness(BenchOptions(...))` loads the model (the embedded random-weight default or a real
+checkpoint) and the corpus, times every strategy in this process after its warm-up (median of
+several passes), measures cold starts in fresh processes (see `probe.py`), compares every
+strategy's logits with PyTorch fp32 on every sentence, and writes the reports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import gc
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flaxsent.errors import FlaxsentError
+
+from . import parity, report, sysinfo
+from .corpus import CORPUS_STATS_TARGET, generate_corpus, token_length_stats
+from .data import load_texts
+from .default_model import default_config, default_model_folder
+from .probe import probe_strategy
+from .strategies import (
+    FLAX_NAMES,
+    NAMES,
+    SORTED_BATCHES,
+    TORCH_BATCH,
+    CompileMeter,
+    RunContext,
+    Strategy,
+    describe,
+    make_runner,
+)
+
+REFERENCE = "torch-pipeline"
+DTYPE_CHOICES = ("float32", "bfloat16", "both")
+
+
+@dataclasses.dataclass(frozen=True)
+class Mode:
+    """How much work a run does: sentences of the embedded corpus, repeats, time per strategy."""
+
+    name: str
+    n_sentences: int
+    repeats: int
+    budget_s: float  # stop repeating once the next pass would take a strategy past this
+    bf16_all: bool  # bf16 for every flax strategy, or only for flax-bucketed
+    torch_compile: bool
+
+
+MODES = {
+    "quick": Mode("quick", 64, 1, math.inf, False, False),
+    "default": Mode("default", 872, 3, 60.0, False, False),
+    "full": Mode("full", 872, 5, 600.0, True, True),
+}
+
+
+@dataclasses.dataclass
+class BenchOptions:
+    """Everything `flaxsent bench` takes, plus hooks for tests (perturb, probes, progress)."""
+
+    model: str | None = None  # HF PyTorch folder or Hub id; None: the embedded default
+    data: str | None = None  # text / TSV / CSV / JSONL file; None: the embedded corpus
+    out: str | os.PathLike | None = None  # None: bench/results/<UTC timestamp>
+    dtype: str = "both"
+    devices: int | None = None  # devices of the data-parallel strategies; None: all local
+    quick: bool = False
+    full: bool = False
+    repeats: int | None = None  # None: the mode's
+    budget_s: float | None = None  # None: the mode's
+    only: Sequence[str] | None = None  # strategy names to run (torch-pipeline always runs)
+    probes: bool = True  # cold/warm compile, first result, peak memory in fresh processes
+    progress: bool = True  # tqdm bar on stderr
+    print_table: bool = True  # the Markdown table on stdout
+    seed: int = 0  # of the embedded corpus
+    model_cache: str | os.PathLike | None = None  # where the default model is kept
+    # Called with the flat Flax params (path -> array) before the flaxsent side loads them;
+    # the PyTorch side keeps the original weights (used to prove parity failures are caught).
+    perturb: Callable[[dict[str, np.ndarray]], Any] | None = None
+
+
+@dataclasses.dataclass
+class BenchResult:
+    """The JSON record, each strategy's logits (input order) and where the reports went."""
+
+    record: dict[str, Any]
+    logits: dict[str, np.ndarray]
+    out_dir: Path
+    markdown: str
+
+    @property
+    def parity_ok(self) -> bool:
+        return bool(self.record["parity_ok"])
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every strategy is within its parity tolerance, else 1."""
+        return 0 if self.parity_ok else 1
+
+
+def _mode(opts: BenchOptions) -> Mode:
+    if opts.quick and opts.full:
+        raise FlaxsentError("--quick and --full exclude each other; pass one")
+    mode = MODES["quick" if opts.quick else "full" if opts.full else "default"]
+    if opts.repeats is not None:
+        if isinstance(opts.repeats, bool) or not isinstance(opts.repeats, int) \
+                or opts.repeats < 1:
+            raise FlaxsentError(f"--repeats {opts.repeats!r}: must be a positive integer")
+        mode = dataclasses.replace(mode, repeats=opts.repeats)
+    if opts.devices is not None and (isinstance(opts.devices, bool)
+                                     or not isinstance(opts.devices, int) or opts.devices < 1):
+        raise FlaxsentError(f"--devices {opts.devices!r}: must be a positive integer")
+    if opts.budget_s is not None:
+        if not opts.budget_s > 0:
+            raise FlaxsentError(f"--budget {opts.budget_s!r}: must be a positive number of "
+                                "seconds")
+        mode = dataclasses.replace(mode, budget_s=float(opts.budget_s))
+    return mode
+
+
+def plan_strategies(opts: BenchOptions, mode: Mode) -> list[Strategy]:
+    """The strategies to run, reference first; torch-sorted comes in its batch-size variants."""
+    if opts.dtype not in DTYPE_CHOICES:
+        raise FlaxsentError(f"--dtype {opts.dtype!r}: choose one of {', '.join(DTYPE_CHOICES)}")
+    only = set(opts.only) if opts.only else None
+    unknown = sorted((only or set()) - set(NAMES))
+    if unknown:
+        raise FlaxsentError(f"unknown strategy {', '.join(unknown)}: choose from "
+                            f"{', '.join(NAMES)}")
+
+    def wanted(name: str) -> bool:
+        return only is None or name in only
+
+    out = [Strategy(REFERENCE, batch_size=TORCH_BATCH)]  # always: it is the reference
+    if wanted("torch-sorted"):
+        out += [Strategy("torch-sorted", batch_size=b) for b in SORTED_BATCHES]
+    if mode.torch_compile and wanted("torch-compile") or only and "torch-compile" in only:
+        out.append(Strategy("torch-compile", batch_size=TORCH_BATCH))
+    flax = [n for n in FLAX_NAMES if wanted(n)]
+    if opts.dtype in ("float32", "both"):
+        out += [Strategy(n) for n in flax]
+    if opts.dtype in ("bfloat16", "both"):
+        every = mode.bf16_all or opts.dtype == "bfloat16"
+        out += [Strategy(n, "bfloat16") for n in flax if every or n == "flax-bucketed"]
+    return out
+
+
+def _model_folder(opts: BenchOptions) -> tuple[Path, dict[str, Any]]:
+    """The HF PyTorch folder both sides load, and how to describe its weights."""
+    from flaxsent import checkpoint as ckpt
+    if opts.model is None:
+        folder = default_model_folder(quick=opts.quick, root=opts.model_cache)
+        size = "tiny (--quick)" if opts.quick else "DistilBERT-base SST-2"
+        return folder, {"source": "embedded default", "folder": str(folder), "weights": "random",
+                        "label": f"{size} architecture, seeded random weights (torch seed 0), "
+                                 "NOT a trained model"}
+    folder = ckpt.resolve_source(opts.model)
+    kind = ckpt.checkpoint_kind(folder)
+    if kind != "torch":
+        raise FlaxsentError(
+            f"{opts.model}: a converted flaxsent folder; the bench needs the HF PyTorch folder "
+            "(PyTorch is the reference): pass the original, or run `flaxsent export` first")
+    return folder, {"source": str(opts.model), "folder": str(folder), "weights": "real",
+                    "label": f"{opts.model} (real weights)"}
+
+
+def _corpus(opts: BenchOptions, mode: Mode) -> tuple[list[str], dict[str, Any]]:
+    if opts.data is not None:
+        texts, description = load_texts(opts.data)
+        if opts.quick:
+            texts = texts[: mode.n_sentences]
+            description["n"] = len(texts)
+            description["note"] = f"first {len(texts)} sentences (--quick)"
+        return texts, description
+    try:
+        texts = generate_corpus(mode.n_sentences, seed=opts.seed)
+    except (TypeError, ValueError) as e:
+        raise FlaxsentError(f"--seed {opts.seed!r}: {e}") from None
+    return texts, {"source": "embedded SST-2-like corpus",
+                   "generator": f"flaxsent.bench.corpus.generate_corpus({mode.n_sentences}, "
+                                f"seed={opts.seed})",
+                   "target": {k: v for k, v in CORPUS_STATS_TARGET.items() if k != "ranges"},
+                   "n": len(texts)}
+
+
+def _perturbed_copy(folder: Path, dst: Path,
+                    perturb: Callable[[dict[str, np.ndarray]], Any]) -> Path:
+    """A converted flaxsent folder of `folder` whose params went through `perturb`."""
+    from flaxsent.convert.torch_to_flax import convert_checkpoint
+
+    from flaxsent import checkpoint as ckpt
+    convert_checkpoint(folder, dst)
+    params = {k: np.array(v) for k, v in ckpt.load_flax_params(dst).items()}
+    changed = perturb(params)
+    ckpt.save_flax_checkpoint(dst, ckpt.read_config(dst),
+                              changed if isinstance(changed, dict) else params)
+    return dst
+
+
+def _precision(strategy: Strategy):
+    """fp32 flaxsent runs (parity included) under 'highest' matmul precision."""
+    if strategy.family == "flax" and strategy.dtype == "float32":
+        import jax
+        return jax.default_matmul_precision("highest")
+    return contextlib.nullcontext()
+
+
+def time_strategy(strategy: Strategy, ctx: RunContext, texts: list[str], lengths: np.ndarray,
+                  mode: Mode) -> tuple[dict[str, Any], np.ndarray, list[str]]:
+    """Warm up, then time full passes (median); also the strategy's heaviest-batch texts."""
+    meter = CompileMeter.get()
+    start = time.perf_counter()
+    runner = make_runner(strategy, ctx)
+    setup_s = time.perf_counter() - start
+    lengths_list = lengths.tolist()
+    warm_texts = runner.warmup_texts(texts, lengths_list)
+    heavy = runner.heaviest_batch(texts, lengths_list)
+    with _precision(strategy):
+        start = time.perf_counter()
+        runner.run(warm_texts)
+        warmup_s = time.perf_counter() - start
+        times: list[float] = []
+        discarded = 0
+        compiled_in_timing = False
+        while True:
+            compiles = meter.count
+            start = time.perf_counter()
+            logits, computed = runner.run(texts)
+            seconds = time.perf_counter() - start
+            if meter.count > compiles:  # a shape the warm-up missed: that pass was warm-up
+                if discarded < 2:
+                    discarded += 1
+                    continue
+                compiled_in_timing = True
+            times.append(seconds)
+            if len(times) >= mode.repeats or sum(times) + statistics.median(times) > \
+                    mode.budget_s:
+                break
+    record: dict[str, Any] = {
+        **strategy.to_dict(),
+        "key": strategy.key,
+        "family": strategy.family,
+        "n_devices": runner.n_devices,
+        "device": getattr(runner, "device", None) or _jax_backend(),
+        "setup_s": setup_s,
+        "warmup_s": warmup_s,
+        "repeats": len(times),
+        "seconds": times,
+        "median_s": statistics.median(times),
+        "computed_tokens": int(computed),
+        "discarded_passes": discarded,
+        "compiled_during_timing": compiled_in_timing,
+    }
+    if strategy.family == "flax":
+        clf = runner.clf
+        record.update(
+            engine_real_tokens=int(clf.last_run.real_tokens),
+            compiled_shapes=[list(s) for s in clf.compiled_shapes],
+            plan={"boundaries": list(clf.plan.boundaries),
+                  "batch_sizes": list(clf.plan.batch_sizes)},
+            precision="highest" if strategy.dtype == "float32" else "engine default")
+    record["description"] = describe(strategy, runner.n_devices, ctx.naive_length)
+    del runner
+    gc.collect()
+    return record, logits, heavy
+
+
+def _jax_backend() -> str:
+    """Where flaxsent ran: 'cpu', 'gpu' or 'tpu'."""
+    import jax
+    return jax.default_backend()
+
+
+def _add_figures(record: dict[str, Any], n_texts: int, real_tokens: int) -> None:
+    median = record["median_s"]
+    record["sentences_per_s"] = n_texts / median
+    record["real_tokens_per_s"] = real_tokens / median
+    record["real_tokens"] = real_tokens
+    record["padding_efficiency"] = real_tokens / record["computed_tokens"] \
+        if record["computed_tokens"] else 1.0
+
+
+def _add_probe(record: dict[str, Any], probe: dict[str, Any] | None) -> None:
+    """Flatten the cold/warm probe figures into the record (None where not measured)."""
+    cold = (probe or {}).get("cold") or {}
+    warm = (probe or {}).get("warm") or {}
+    record["probe"] = probe
+    record["compile_cold_s"] = cold.get("compile_s")
+    record["compile_warm_s"] = warm.get("compile_s")
+    record["first_result_cold_s"] = cold.get("first_result_s")
+    record["first_result_warm_s"] = warm.get("first_result_s")
+    record["peak_rss_mb"] = cold.get("peak_rss_mb")
+    record["peak_device_mb"] = cold.get("peak_device_mb")
+    errors = [p["error"] for p in (cold, warm) if p.get("error")]
+    record["probe_error"] = "; ".join(errors) or None
+
+
+def _command() -> str:
+    """How this run was started, for the reports."""
+    program = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
+    if program == "__main__.py":
+        program = "python -m flaxsent.bench"
+    return " ".join([program, *sys.argv[1:]])
+
+
+def _default_out() -> Path:
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return Path("bench") / "results" / stamp
+
+
+def run_harness(opts: BenchOptions) -> BenchResult:
+    """Run the whole benchmark and write results.json, results.md and chart.png."""
+    from tqdm import tqdm
+    wall = time.perf_counter()
+    contention = sysinfo.CpuContention()
+    load_before = sysinfo.load_average()
+    mode = _mode(opts)
+    strategies = plan_strategies(opts, mode)
+    out_dir = Path(opts.out).expanduser() if opts.out else _default_out()
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FlaxsentError(f"--out {out_dir}: exists and is not a folder")
+    folder, model_info = _model_folder(opts)
+    texts, corpus = _corpus(opts, mode)
+
+    import jax
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    from flaxsent import checkpoint as ckpt
+    from flaxsent.buckets import BucketPlan
+    from flaxsent.tokenizer import TextTokenizer
+    CompileMeter.get()  # listen before the first compile
+    n_local = jax.local_device_count()
+    if opts.devices is not None and not 1 <= opts.devices <= n_local:
+        raise FlaxsentError(
+            f"--devices {opts.devices}: this host has {n_local} local device(s) "
+            f"({jax.default_backend()}); on a CPU, simulate more with "
+            f"XLA_FLAGS=--xla_force_host_platform_device_count={opts.devices}")
+    torch.set_num_threads(os.cpu_count() or 1)
+    hf_logging.disable_progress_bar()
+
+    cfg = ckpt.read_config(folder)
+    tokenizer = TextTokenizer.from_folder(folder)
+    limit = min(tokenizer.model_max_length, cfg.max_position_embeddings)
+    _, raw = tokenizer.encode_batch(texts, truncation=True)
+    raw = np.asarray(raw, np.int64)
+    lengths = np.minimum(raw, limit)  # [N] tokens each sentence really runs, [CLS]/[SEP] in
+    real_tokens = int(lengths.sum())
+    corpus.update(length_stats=token_length_stats(raw.tolist()), real_tokens=real_tokens,
+                  n_truncated=int((raw > limit).sum()), max_length=limit)
+    model_info.update(config=cfg.to_hf_dict(),
+                      default_config=opts.model is None and cfg == default_config(opts.quick))
+    notes: list[str] = []
+
+    n_probes = sum(1 if s.family == "torch" else 2 for s in strategies
+                   if not (s.name == "torch-sorted" and s.batch_size != SORTED_BATCHES[0]))
+    bar = tqdm(total=len(strategies) + (n_probes if opts.probes else 0), desc="flaxsent bench",
+               unit="step", file=sys.stderr, disable=not opts.progress, dynamic_ncols=True)
+    records: list[dict[str, Any]] = []
+    logits: dict[str, np.ndarray] = {}
+    heavy: dict[str, list[str]] = {}
+    with tempfile.TemporaryDirectory(prefix="flaxsent-bench-") as tmp, bar:
+        flax_folder = folder if opts.perturb is None else \
+            _perturbed_copy(folder, Path(tmp) / "perturbed", opts.perturb)
+        if opts.perturb is not None:
+            notes.append("the flaxsent side ran PERTURBED weights (test hook): parity must fail")
+            model_info["perturbed_flax_side"] = True
+        ctx = RunContext(torch_folder=str(folder), flax_folder=str(flax_folder),
+                         naive_length=max(3, int(lengths.max())), dp_devices=opts.devices)
+        variants: list[dict[str, Any]] = []
+        for strategy in strategies:
+            bar.set_postfix_str(f"timing {strategy.key}"
+                                + (f" (batch {strategy.batch_size})" if strategy.batch_size
+                                   else ""))
+            try:
+                record, out, heavy_texts = time_strategy(strategy, ctx, texts, lengths, mode)
+            except Exception as e:  # noqa: BLE001 - optional: torch.compile needs a toolchain
+                if strategy.name != "torch-compile":
+                    raise
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+                notes.append(f"torch-compile skipped: it failed here ({type(e).__name__}: "
+                             f"{first})")
+                bar.update(2 if opts.probes else 1)
+                continue
+            _add_figures(record, len(texts), real_tokens)
+            bar.update()
+            if strategy.name == "torch-sorted":  # keep the faster batch size as torch-sorted
+                variants.append(record)
+                best = max(variants, key=lambda r: r["sentences_per_s"])
+                if best is not record:
+                    continue
+                records = [r for r in records if r["key"] != "torch-sorted"]
+            records.append(record)
+            logits[record["key"]] = out
+            heavy[record["key"]] = heavy_texts
+        for record in records:
+            if record["key"] == "torch-sorted":
+                record["variants"] = [{"batch_size": v["batch_size"],
+                                       "sentences_per_s": v["sentences_per_s"],
+                                       "median_s": v["median_s"]} for v in variants]
+            if record["family"] == "flax" and record["engine_real_tokens"] != real_tokens:
+                notes.append(f"{record['key']}: the engine counted {record['engine_real_tokens']}"
+                             f" real tokens, the bench {real_tokens}")
+
+        # cold starts, each in fresh processes, after every timing (nothing runs beside them)
+        for record in records:
+            probe = None
+            if opts.probes:
+                strategy = Strategy(record["name"], record["dtype"], record["batch_size"])
+                bar.set_postfix_str(f"cold start {record['key']}")
+                probe = probe_strategy(strategy, ctx, texts[0], heavy[record["key"]])
+                bar.update(1 if strategy.family == "torch" else 2)
+            _add_probe(record, probe)
+            if record["probe_error"]:
+                notes.append(f"{record['key']}: cold-start probe failed: {record['probe_error']}")
+
+    # parity against PyTorch fp32, per bucket of the engine's default plan
+    bucketed = next((r for r in records if r["name"] == "flax-bucketed"), None)
+    boundaries = bucketed["plan"]["boundaries"] if bucketed else \
+        list(BucketPlan.build(limit).boundaries)
+    buckets = parity.assign_buckets(lengths, boundaries)
+    reference = logits[REFERENCE]
+    for record in records:
+        if record["key"] == REFERENCE:
+            record["parity"] = {"reference": True, "parity_ok": True, "max_abs": 0.0,
+                                "mean_abs": 0.0, "argmax_agreement": 1.0, "per_bucket": []}
+        else:
+            record["parity"] = parity.compare(reference, logits[record["key"]], buckets,
+                                              boundaries, record["dtype"])
+        record["parity_ok"] = record["parity"]["parity_ok"]
+    if mode.budget_s < math.inf and any(r["repeats"] < mode.repeats for r in records):
+        notes.append(f"repeats stop once a strategy's timed passes would pass {mode.budget_s:g}"
+                     " s (--budget); the 'runs' column says how many were timed")
+    if not opts.probes:
+        notes.append("compile, first-result and memory figures not measured (--no-probes)")
+    if n_local == 1 and any(r["name"] in ("flax-mesh-dp", "flax-pmap-dp") for r in records):
+        notes.append("one local device: the data-parallel strategies run the bucketed plan on "
+                     "that one device")
+
+    machine = sysinfo.machine_info()
+    machine["torch_threads"] = torch.get_num_threads()
+    other = contention.other_share()
+    machine.update(load_average_before=load_before, load_average_after=sysinfo.load_average(),
+                   other_processes_cpu_share=round(other, 3))
+    if other > 0.1:
+        notes.append(f"other processes used {100 * other:.0f}% of this machine's CPU time during "
+                     "the run: timings are noisy (see each strategy's pass range)")
+    record = {
+        "schema": 1,
+        "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": _command(),
+        "mode": dataclasses.asdict(mode),
+        "machine": machine,
+        "machine_label": sysinfo.machine_label(machine),
+        "versions": sysinfo.versions(),
+        "model": model_info,
+        "corpus": corpus,
+        "settings": {"dtype": opts.dtype, "devices": opts.devices, "probes": opts.probes,
+                     "reference": REFERENCE, "threads": os.cpu_count(),
+                     "bucket_boundaries": boundaries},
+        "tolerances": parity.TOLERANCES,
+        "strategies": records,
+        "parity_ok": all(r["parity_ok"] for r in records),
+        "main_process_peak_rss_mb": sysinfo.peak_rss_mb(),
+        "notes": notes,
+    }
+    record["wall_s"] = time.perf_counter() - wall
+    markdown = report.write_reports(record, out_dir)
+    if opts.print_table:
+        print(markdown)
+    return BenchResult(record=record, logits=logits, out_dir=out_dir, markdown=markdown)

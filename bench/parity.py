@@ -1,0 +1,65 @@
+"""Parity of a strategy's logits against the PyTorch fp32 reference: overall and per bucket."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+FP32_MAX_ABS = 1e-4  # fp32 must match PyTorch to this max |Δlogit| on every sentence
+BF16_MAX_ABS = 0.1  # bf16: flagged only past this max |Δlogit| ...
+BF16_MIN_ARGMAX = 0.99  # ... or below this argmax agreement
+TOLERANCES = {
+    "float32": f"max |Δlogit| <= {FP32_MAX_ABS:g}",
+    "bfloat16": f"max |Δlogit| <= {BF16_MAX_ABS:g} and argmax agreement >= {BF16_MIN_ARGMAX:g}",
+}
+
+
+def bucket_labels(boundaries: Sequence[int]) -> list[str]:
+    """'<=16', '17-32', ... for a plan's boundaries."""
+    labels, low = [], 1
+    for b in boundaries:
+        labels.append(f"<={b}" if low == 1 else f"{low}-{b}")
+        low = b + 1
+    return labels
+
+
+def assign_buckets(lengths: Sequence[int], boundaries: Sequence[int]) -> np.ndarray:
+    """Index of the smallest boundary that holds each length (longer ones: the last bucket)."""
+    idx = np.searchsorted(np.asarray(boundaries), np.asarray(lengths), side="left")
+    return np.minimum(idx, len(boundaries) - 1)
+
+
+def _stats(delta: np.ndarray, agree: np.ndarray) -> dict[str, float]:
+    return {"n": int(delta.shape[0]),
+            "max_abs": float(delta.max()) if delta.size else 0.0,
+            "mean_abs": float(delta.mean()) if delta.size else 0.0,
+            "argmax_agreement": float(agree.mean()) if agree.size else 1.0}
+
+
+def compare(reference: np.ndarray, logits: np.ndarray, buckets: np.ndarray,
+            boundaries: Sequence[int], dtype: str) -> dict[str, Any]:
+    """max / mean |Δlogit| and argmax agreement, overall and per bucket, and the verdict."""
+    reference = np.asarray(reference, np.float64)
+    logits = np.asarray(logits, np.float64)
+    if reference.shape != logits.shape:
+        raise ValueError(f"logits of shape {logits.shape} against a reference of shape "
+                         f"{reference.shape}")
+    delta = np.abs(logits - reference).max(axis=1)  # [N] worst label per sentence
+    agree = logits.argmax(axis=1) == reference.argmax(axis=1)  # [N]
+    finite = bool(np.isfinite(logits).all())
+    overall = _stats(delta, agree)
+    per_bucket = []
+    for i, label in enumerate(bucket_labels(boundaries)):
+        rows = buckets == i
+        if rows.any():
+            per_bucket.append({"bucket": label, "boundary": int(boundaries[i]),
+                               **_stats(delta[rows], agree[rows])})
+    if dtype == "float32":
+        ok = finite and overall["max_abs"] <= FP32_MAX_ABS
+    else:
+        ok = finite and overall["max_abs"] <= BF16_MAX_ABS \
+            and overall["argmax_agreement"] >= BF16_MIN_ARGMAX
+    return {**overall, "finite": finite, "per_bucket": per_bucket, "tolerance": TOLERANCES[dtype],
+            "parity_ok": bool(ok)}

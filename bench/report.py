@@ -1,0 +1,241 @@
+"""The bench's reports: a Markdown table, results.json, results.md and chart.png."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from .parity import BF16_MAX_ABS, FP32_MAX_ABS
+
+COLUMNS = ("strategy", "dtype", "dev", "runs (pass s)", "sent/s", "real tok/s", "pad eff",
+           "compile cold / warm (s)", "first result cold / warm (s)", "peak RSS (MiB)",
+           "max |Δ|", "mean |Δ|", "argmax", "parity")
+
+
+def _num(value: float | None, fmt: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return format(value, fmt)
+
+
+def _pair(a: float | None, b: float | None) -> str:
+    if a is None and b is None:
+        return "–"
+    return f"{_num(a, '.2f')} / {_num(b, '.2f')}"
+
+
+def _runs(r: dict[str, Any]) -> str:
+    """'3 (10.6-18.9 s)': timed passes and their range."""
+    times = r["seconds"]
+
+    def secs(t: float) -> str:
+        return f"{t:.1f}" if t >= 10 else f"{t:.2f}"
+
+    if len(times) == 1:
+        return f"1 ({secs(times[0])} s)"
+    return f"{len(times)} ({secs(min(times))}–{secs(max(times))} s)"
+
+
+def _parity_cell(r: dict[str, Any]) -> str:
+    p = r["parity"]
+    if p.get("reference"):
+        return "reference"
+    return "ok" if p["parity_ok"] else "**FAIL**"
+
+
+def table(record: dict[str, Any]) -> str:
+    """One row per strategy: speed, padding, cold start, memory and parity."""
+    lines = ["| " + " | ".join(COLUMNS) + " |",
+             "|" + "|".join("---" if i < 2 else "---:" for i in range(len(COLUMNS))) + "|"]
+    for r in record["strategies"]:
+        p = r["parity"]
+        ref = p.get("reference")
+        name = r["name"] + (f" (b{r['batch_size']})" if r.get("batch_size") else "")
+        cells = [
+            name, "bf16" if r["dtype"] == "bfloat16" else "fp32", str(r["n_devices"]),
+            _runs(r), _num(r["sentences_per_s"], ".1f"),
+            _num(r["real_tokens_per_s"], ",.0f"), _num(100 * r["padding_efficiency"], ".0f") + "%",
+            _pair(r["compile_cold_s"], r["compile_warm_s"]),
+            _pair(r["first_result_cold_s"], r["first_result_warm_s"]),
+            _num(r["peak_rss_mb"], ",.0f") + (f" (+{r['peak_device_mb']:,.0f} dev)"
+                                                if r.get("peak_device_mb") else ""),
+            "–" if ref else _num(p["max_abs"], ".1e"),
+            "–" if ref else _num(p["mean_abs"], ".1e"),
+            "–" if ref else _num(100 * p["argmax_agreement"], ".1f") + "%",
+            _parity_cell(r),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _torch_device(record: dict[str, Any]) -> str:
+    return next((r.get("device") or "cpu" for r in record["strategies"]
+                 if r["family"] == "torch"), "cpu")
+
+
+def header(record: dict[str, Any]) -> str:
+    """What ran where: model (random or real weights), corpus, machine, versions."""
+    m, c, v = record["model"], record["corpus"], record["versions"]
+    stats = c["length_stats"]
+    source = c.get("generator") or f"{c['source']} ({c['format']})"
+    lib = ", ".join(f"{k} {v[k]}" for k in ("jax", "flax", "torch", "transformers") if v.get(k))
+    return "\n".join([
+        f"**model:** {m['label']} — weights: **{m['weights']}**",
+        f"**corpus:** {c['n']} sentences, {source}; tokens/sentence mean {stats['mean']:.1f}, "
+        f"median {stats['median']:.0f}, max {stats['max']:.0f}; {c['real_tokens']:,} real "
+        f"tokens ([CLS]/[SEP] counted), {c['n_truncated']} truncated",
+        f"**machine:** {record['machine_label']}; PyTorch on {_torch_device(record)} with "
+        f"{record['machine'].get('torch_threads')} threads; {record['machine']['platform']}; "
+        f"python {v['python']}, {lib}, flaxsent {v.get('flaxsent')}",
+    ])
+
+
+def legend(record: dict[str, Any]) -> str:
+    """How to read the columns, the tolerances, and the run's notes."""
+    mode = record["mode"]
+    budget = "" if mode["budget_s"] == math.inf else \
+        f", up to {mode['repeats']} passes or {mode['budget_s']:g} s per strategy"
+    items = [
+        f"sent/s and real tok/s: median of the timed full passes ('runs'{budget}) after "
+        "warm-up, tokenizing included; real tokens are the same for every strategy.",
+        "pad eff: real / computed tokens (PyTorch: rows x each batch's longest).",
+        "compile / first result / peak RSS: fresh processes; cold = empty JAX compilation "
+        "cache, warm = a second process reusing it. First result = launch to one sentence "
+        "classified (imports, weights, compile included). Peak RSS = high-water mark after "
+        "loading and running every shape the corpus needs once (PyTorch: its heaviest batch); "
+        "'dev': peak accelerator memory where the backend reports it.",
+        f"parity vs {record['settings']['reference']} (PyTorch fp32) on every sentence: fp32 "
+        f"FAILs past max |Δlogit| {FP32_MAX_ABS:g}; bf16 FAILs past max |Δlogit| "
+        f"{BF16_MAX_ABS:g} or argmax agreement below 99%.",
+    ]
+    items += record.get("notes", [])
+    return "\n".join(f"- {item}" for item in items)
+
+
+def markdown(record: dict[str, Any]) -> str:
+    """The stdout report: header, table, legend."""
+    verdict = "all strategies within parity tolerance" if record["parity_ok"] else \
+        "PARITY FAILURE: see the FAIL rows"
+    return "\n\n".join([f"## flaxsent bench — {verdict}", header(record), table(record),
+                        legend(record), f"total wall time: {record['wall_s']:.0f} s"])
+
+
+def bucket_table(record: dict[str, Any]) -> str:
+    """max |Δlogit| per bucket (rows) and strategy (columns)."""
+    rows = [r for r in record["strategies"] if not r["parity"].get("reference")]
+    buckets: dict[str, int] = {}
+    for r in rows:
+        for b in r["parity"]["per_bucket"]:
+            buckets.setdefault(b["bucket"], b["n"])
+    lines = ["| bucket (tokens) | n | " + " | ".join(r["key"] for r in rows) + " |",
+             "|---|---:|" + "---:|" * len(rows)]
+    for label, n in buckets.items():
+        cells = []
+        for r in rows:
+            b = next((b for b in r["parity"]["per_bucket"] if b["bucket"] == label), None)
+            cells.append("–" if b is None else
+                         f"{b['max_abs']:.1e} ({100 * b['argmax_agreement']:.0f}%)")
+        lines.append(f"| {label} | {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def describe_rows(record: dict[str, Any]) -> str:
+    """What each strategy did; for flaxsent, the shapes it compiled."""
+    lines = []
+    for r in record["strategies"]:
+        line = f"- **{r['key']}**: {r['description']}"
+        if r.get("compiled_shapes"):
+            shapes = ", ".join("x".join(map(str, s)) for s in r["compiled_shapes"])
+            line += f"; compiled shapes: {shapes}"
+        if r.get("variants"):
+            line += "; tried batch sizes: " + ", ".join(
+                f"{v['batch_size']} ({v['sentences_per_s']:.1f}/s)" for v in r["variants"])
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def results_md(record: dict[str, Any]) -> str:
+    return "\n\n".join([
+        markdown(record),
+        "### strategies", describe_rows(record),
+        "### parity per bucket: max |Δlogit| (argmax agreement)", bucket_table(record),
+        f"created {record['created_utc']} by `{record['command']}`",
+    ]) + "\n"
+
+
+def chart(record: dict[str, Any], path: Path) -> None:
+    """Throughput per strategy (red: parity failure) and max |Δlogit| per bucket."""
+    import matplotlib
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    rows = record["strategies"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 0.5 * len(rows) + 3.5))
+    names = [r["key"] for r in rows]
+    speeds = [r["sentences_per_s"] for r in rows]
+    colors = ["#d62728" if not r["parity_ok"] else
+              "#7f7f7f" if r["family"] == "torch" else "#1f77b4" for r in rows]
+    y = range(len(rows))
+    n = record["corpus"]["n"]
+    spread = [[s - n / max(r["seconds"]) for s, r in zip(speeds, rows, strict=True)],
+              [n / min(r["seconds"]) - s for s, r in zip(speeds, rows, strict=True)]]
+    ax1.barh(list(y), speeds, color=colors, xerr=spread, capsize=3, ecolor="#333333")
+    ax1.set_yticks(list(y), names)
+    ax1.invert_yaxis()
+    for i, r in enumerate(rows):
+        label = f"  {speeds[i]:.1f}/s, pad {100 * r['padding_efficiency']:.0f}%"
+        ax1.text(n / min(r["seconds"]), i, label + ("" if r["parity_ok"] else "  PARITY FAIL"),
+                 va="center", fontsize=8)
+    ax1.set_xlim(0, max(n / min(r["seconds"]) for r in rows) * 1.45)
+    ax1.set_xlabel("sentences / s (median pass; whiskers: slowest and fastest pass)")
+    ax1.set_title("throughput (grey: PyTorch, blue: flaxsent, red: parity failure)", fontsize=9)
+
+    floor = 1e-9
+    for r in rows:
+        per = r["parity"].get("per_bucket") or []
+        if not per:
+            continue
+        xs = [f"{b['bucket']}\nn={b['n']}" for b in per]
+        ys = [max(b["max_abs"], floor) for b in per]
+        style = "--" if r["dtype"] == "bfloat16" else "-"
+        ax2.plot(xs, ys, style, marker="o", label=r["key"],
+                 color="#d62728" if not r["parity_ok"] else None)
+    ax2.axhline(FP32_MAX_ABS, color="k", lw=0.8, ls=":")
+    ax2.text(0, FP32_MAX_ABS, " fp32 tolerance", fontsize=7, va="bottom")
+    if any(r["dtype"] == "bfloat16" for r in rows):
+        ax2.axhline(BF16_MAX_ABS, color="k", lw=0.8, ls="-.")
+        ax2.text(0, BF16_MAX_ABS, " bf16 tolerance", fontsize=7, va="bottom")
+    ax2.set_yscale("log")
+    ax2.set_xlabel("bucket (tokens)")
+    ax2.set_ylabel(f"max |Δlogit| vs PyTorch fp32 (floor {floor:g})")
+    ax2.set_title("parity per bucket", fontsize=9)
+    if ax2.get_legend_handles_labels()[0]:
+        ax2.legend(fontsize=7)
+    m = record["model"]
+    fig.suptitle(f"flaxsent bench — {record['machine_label']}\n{m['label']} "
+                 f"(weights: {m['weights']}); {record['corpus']['n']} sentences", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def write_reports(record: dict[str, Any], out_dir: Path) -> str:
+    """Write results.json, results.md and chart.png into out_dir; return the stdout Markdown."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(_jsonable(record), indent=2) + "\n",
+                                          encoding="utf-8")
+    (out_dir / "results.md").write_text(results_md(record), encoding="utf-8")
+    chart(record, out_dir / "chart.png")
+    return markdown(record)

@@ -1,0 +1,274 @@
+"""What the bench times: PyTorch eager as users run it and at its best, and flaxsent's plans.
+
+A `Strategy` is a name, a dtype and (for PyTorch) a batch size; `make_runner` turns it into a
+runner with one job: `run(texts) -> (logits [N, C] float32 in input order, computed tokens)`.
+torch and jax are imported inside the runners, so a probe process loads only what it measures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+TORCH_BATCH = 32
+SORTED_BATCHES = (32, 64)  # torch-sorted tries both and reports the faster
+NAIVE_BATCH = 32
+TORCH_NAMES = ("torch-pipeline", "torch-sorted", "torch-compile")
+FLAX_NAMES = ("flax-naive", "flax-bucketed", "flax-mesh-dp", "flax-pmap-dp")
+NAMES = TORCH_NAMES + FLAX_NAMES
+DTYPES = ("float32", "bfloat16")
+# Events that make up a JAX compile: tracing, lowering to MLIR, and XLA compile (or its cache
+# fetch, which the backend-compile event wraps when the persistent cache hits).
+COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
+                  "/jax/core/compile/jaxpr_to_mlir_module_duration",
+                  "/jax/core/compile/backend_compile_duration")
+
+
+@dataclasses.dataclass(frozen=True)
+class Strategy:
+    """One way of running the model over the corpus."""
+
+    name: str
+    dtype: str = "float32"
+    batch_size: int | None = None  # PyTorch strategies only
+
+    def __post_init__(self) -> None:
+        if self.name not in NAMES:
+            raise ValueError(f"unknown strategy {self.name!r}; choose from {', '.join(NAMES)}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype {self.dtype!r}: choose float32 or bfloat16")
+
+    @property
+    def key(self) -> str:
+        """Unique label: the name, with [bf16] for bfloat16 runs."""
+        return self.name if self.dtype == "float32" else f"{self.name}[bf16]"
+
+    @property
+    def family(self) -> str:
+        return "torch" if self.name in TORCH_NAMES else "flax"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunContext:
+    """What every runner needs to know besides its strategy."""
+
+    torch_folder: str  # HF PyTorch folder (the PyTorch side, and the reference)
+    flax_folder: str  # what flaxsent loads: the same folder, or a perturbed converted copy
+    naive_length: int  # flax-naive pads everything to this (the corpus's longest input)
+    dp_devices: int | None = None  # data-parallel strategies: first N local devices (None: all)
+    cache_dir: str | None = None  # JAX persistent compilation cache; None: leave it off
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def describe(strategy: Strategy, n_devices: int | None = None, naive_length: int | None = None,
+             ) -> str:
+    """One line saying what the strategy does, for the reports."""
+    name, bs = strategy.name, strategy.batch_size
+    devices = f"{n_devices} device(s)" if n_devices else "all local devices"
+    return {
+        "torch-pipeline": f"PyTorch eager, batches of {bs} in input order, each padded to its "
+                          "longest (as users run it)",
+        "torch-sorted": f"PyTorch eager, length-sorted batches of {bs}, each padded to its longest",
+        "torch-compile": f"torch.compile, length-sorted batches of {bs}",
+        "flax-naive": f"flaxsent, every input padded to {naive_length} tokens, batches of "
+                      f"{NAIVE_BATCH}, one compiled shape",
+        "flax-bucketed": "flaxsent default plan, 1 device",
+        "flax-mesh-dp": f"flaxsent default plan, jit + NamedSharding over {devices}",
+        "flax-pmap-dp": f"flaxsent default plan, pmap over {devices}",
+    }[name]
+
+
+class CompileMeter:
+    """Counts and times JAX compiles in this process (via jax.monitoring), for honest timings."""
+
+    _instance: CompileMeter | None = None
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.seconds = 0.0
+
+    @classmethod
+    def get(cls) -> CompileMeter:
+        """The process-wide meter, registered with jax.monitoring on first use."""
+        if cls._instance is None:
+            import jax.monitoring
+            meter = cls()
+            jax.monitoring.register_event_duration_secs_listener(meter._on_event)
+            cls._instance = meter
+        return cls._instance
+
+    def _on_event(self, event: str, duration: float, **_: Any) -> None:
+        if event in COMPILE_EVENTS:
+            self.seconds += duration
+            if event == COMPILE_EVENTS[-1]:
+                self.count += 1
+
+
+# ---- PyTorch ------------------------------------------------------------------------------
+
+
+class TorchRunner:
+    """PyTorch eager (or torch.compile): pipeline-style input-order batches, or length-sorted."""
+
+    def __init__(self, strategy: Strategy, ctx: RunContext):
+        import torch
+        import transformers
+        torch.set_num_threads(os.cpu_count() or 1)
+        self.strategy = strategy
+        self.torch = torch
+        self.batch_size = strategy.batch_size or TORCH_BATCH
+        self.sort = strategy.name != "torch-pipeline"
+        # where users would run it: the GPU when PyTorch sees one (a TPU host runs it on CPU)
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        if self.device == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32: the reference
+        self.model = transformers.AutoModelForSequenceClassification.from_pretrained(
+            ctx.torch_folder).float().eval().to(self.device)
+        self.tokenizer = transformers.AutoTokenizer.from_pretrained(ctx.torch_folder)
+        self.forward = self.model
+        if strategy.name == "torch-compile":
+            self.forward = torch.compile(self.model, dynamic=True)
+        self.n_devices = 1
+
+    def run(self, texts: Sequence[str]) -> tuple[np.ndarray, int]:
+        """Logits [N, C] in input order, and the tokens computed (rows x padded length)."""
+        texts = list(texts)
+        out: list[np.ndarray | None] = [None] * len(texts)
+        computed = 0
+        with self.torch.inference_mode():
+            for rows, enc in self._batches(texts):
+                enc = {k: v.to(self.device) for k, v in enc.items()}
+                logits = self.forward(**enc).logits  # [b, C]
+                computed += int(enc["input_ids"].numel())
+                for i, row in zip(rows, logits.float().cpu().numpy(), strict=True):
+                    out[i] = row
+        return np.stack(out).astype(np.float32), computed
+
+    def _batches(self, texts: list[str]):
+        """(caller indices, padded tensors) per batch."""
+        bs = self.batch_size
+        if not self.sort:  # the transformers pipeline's way: tokenize and pad batch by batch
+            for start in range(0, len(texts), bs):
+                chunk = texts[start:start + bs]
+                enc = self.tokenizer(chunk, padding=True, truncation=True, return_tensors="pt")
+                yield range(start, start + len(chunk)), {"input_ids": enc["input_ids"],
+                                                     "attention_mask": enc["attention_mask"]}
+            return
+        ids = self.tokenizer(texts, truncation=True)["input_ids"]
+        order = sorted(range(len(texts)), key=lambda i: len(ids[i]))
+        for start in range(0, len(order), bs):
+            rows = order[start:start + bs]
+            enc = self.tokenizer.pad({"input_ids": [ids[i] for i in rows]}, padding=True,
+                                     return_tensors="pt")
+            yield rows, {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+    def device_peak_mb(self) -> float | None:
+        """Peak GPU memory PyTorch allocated (None on CPU)."""
+        if self.device != "cuda":
+            return None
+        return self.torch.cuda.max_memory_allocated() / 2**20
+
+    def heaviest_batch(self, texts: Sequence[str], lengths: Sequence[int]) -> list[str]:
+        """The texts of the batch that computes the most tokens (its memory high-water mark)."""
+        bs = self.batch_size
+        idx = list(range(len(texts)))
+        if self.sort:
+            idx.sort(key=lambda i: lengths[i])
+        chunks = [idx[s:s + bs] for s in range(0, len(idx), bs)]
+        best = max(chunks, key=lambda c: len(c) * max(lengths[i] for i in c))
+        return [texts[i] for i in best]
+
+    def warmup_texts(self, texts: Sequence[str], lengths: Sequence[int]) -> list[str]:
+        """Eager PyTorch compiles nothing: warm up on the heaviest batch (allocator, threads)."""
+        if self.strategy.name == "torch-compile":
+            return list(texts)  # every batch shape once: dynamic shapes still specialise some
+        return self.heaviest_batch(texts, lengths)
+
+
+# ---- flaxsent -----------------------------------------------------------------------------
+
+
+class FlaxRunner:
+    """A flaxsent `Classifier` built as the strategy says; the public API only."""
+
+    def __init__(self, strategy: Strategy, ctx: RunContext):
+        from flaxsent.classifier import Classifier
+        self.strategy = strategy
+        if strategy.name == "flax-naive":
+            from flaxsent import checkpoint as ckpt
+            from flaxsent.engine import enable_compilation_cache
+            from flaxsent.tokenizer import TextTokenizer
+            if ctx.cache_dir:
+                enable_compilation_cache(ctx.cache_dir)
+            model = ckpt.load_model(Path(ctx.flax_folder), dtype=strategy.dtype)
+            tokenizer = TextTokenizer.from_folder(ctx.flax_folder)
+            length = ctx.naive_length
+            options: dict[str, Any] = dict(boundaries=[length], max_length=length,
+                                           max_batch_size=NAIVE_BATCH,
+                                           max_batch_tokens=NAIVE_BATCH * length, devices=1)
+            if "pack_length" in inspect.signature(Classifier).parameters:
+                options["pack_length"] = None  # naive means plain padding, nothing shared
+            self.clf = Classifier(model, tokenizer, **options)
+        else:
+            devices = 1 if strategy.name == "flax-bucketed" else ctx.dp_devices
+            backend = "pmap" if strategy.name == "flax-pmap-dp" else "mesh"
+            self.clf = Classifier.from_pretrained(
+                ctx.flax_folder, dtype=strategy.dtype, compilation_cache=bool(ctx.cache_dir),
+                cache_dir=ctx.cache_dir, devices=devices, backend=backend)
+        self.n_devices = int(self.clf.engine.n_devices)
+
+    @property
+    def plan(self):
+        return self.clf.plan
+
+    def device_peak_mb(self) -> float | None:
+        """Peak accelerator memory of the first device, where the backend reports it."""
+        devices = getattr(self.clf.engine, "devices", None) or []
+        try:
+            stats = devices[0].memory_stats() if devices else None
+        except Exception:  # noqa: BLE001 - backends without memory stats raise various errors
+            stats = None
+        peak = (stats or {}).get("peak_bytes_in_use")
+        return None if peak is None else peak / 2**20
+
+    def run(self, texts: Sequence[str]) -> tuple[np.ndarray, int]:
+        """Logits [N, C] in input order (already on the host), and the tokens computed."""
+        logits = np.asarray(self.clf.logits(texts), dtype=np.float32)
+        return logits, int(self.clf.last_run.computed_tokens)
+
+    def warmup_texts(self, texts: Sequence[str], lengths: Sequence[int]) -> list[str]:
+        """The shortest and longest text of every bucket the corpus uses: every shape it needs."""
+        plan = self.clf.plan
+        limit = plan.boundaries[-1]
+        chosen: dict[int, list[int]] = {}
+        for i, n in enumerate(lengths):
+            b = plan.bucket_index(min(int(n), limit))
+            lo_hi = chosen.setdefault(b, [i, i])
+            if n < lengths[lo_hi[0]]:
+                lo_hi[0] = i
+            if n > lengths[lo_hi[1]]:
+                lo_hi[1] = i
+        keep = sorted({i for pair in chosen.values() for i in pair})
+        return [texts[i] for i in keep]
+
+    def heaviest_batch(self, texts: Sequence[str], lengths: Sequence[int]) -> list[str]:
+        # every batch of a shape is padded to that shape: the warm-up set runs each shape in full
+        return self.warmup_texts(texts, lengths)
+
+
+def make_runner(strategy: Strategy, ctx: RunContext) -> TorchRunner | FlaxRunner:
+    """Load the model the strategy runs (PyTorch or flaxsent)."""
+    if strategy.family == "torch":
+        return TorchRunner(strategy, ctx)
+    return FlaxRunner(strategy, ctx)

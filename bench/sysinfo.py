@@ -1,0 +1,117 @@
+"""The machine, devices and library versions a benchmark ran on, for every report."""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+PACKAGES = ("jax", "jaxlib", "flax", "torch", "transformers", "tokenizers", "numpy", "flaxsent")
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux), else what platform knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("model name", "hardware", "cpu model")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def peak_rss_mb() -> float:
+    """This process's resident-set high-water mark, in MiB.
+
+    Linux: VmHWM of /proc/self/status, the high-water mark of this program's own memory.
+    (getrusage's ru_maxrss survives execve, so a child started from a big parent would report
+    at least the parent's peak.)
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**10  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes vs KiB
+
+
+def load_average() -> list[float] | None:
+    """1, 5 and 15-minute load averages (None where the OS has none)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+def machine_info() -> dict[str, Any]:
+    """Platform, CPU, cores, RAM, and the JAX backend with its devices."""
+    import jax
+    import psutil
+    devices = jax.devices()
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "cpu_model": cpu_model(),
+        "cpu_cores": os.cpu_count(),
+        "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "jax_backend": jax.default_backend(),
+        "device_kind": devices[0].device_kind if devices else None,
+        "device_count": jax.device_count(),
+        "local_device_count": jax.local_device_count(),
+        "process_count": jax.process_count(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    }
+    return info
+
+
+def versions() -> dict[str, str | None]:
+    """Python and the installed versions of every library the numbers depend on."""
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def machine_label(machine: dict[str, Any]) -> str:
+    """A one-line name of the machine, e.g. 'cpu: AMD EPYC, 2 cores (1 device)'."""
+    backend = machine.get("jax_backend", "?")
+    kind = machine.get("device_kind") or "?"
+    n = machine.get("device_count", 1)
+    if backend == "cpu":
+        return f"cpu: {machine.get('cpu_model')}, {machine.get('cpu_cores')} cores ({n} device(s))"
+    return f"{backend}: {n} x {kind} (host: {machine.get('cpu_model')})"
+
+
+class CpuContention:
+    """How much CPU other processes took while the bench ran (they make timings noisy)."""
+
+    def __init__(self) -> None:
+        import psutil
+        self._psutil = psutil
+        self._start = self._sample()
+
+    def _sample(self) -> tuple[float, float, float]:
+        ps = self._psutil
+        total = ps.cpu_times()
+        busy = sum(total) - total.idle - getattr(total, "iowait", 0.0)
+        own = ps.Process().cpu_times()
+        mine = own.user + own.system + own.children_user + own.children_system
+        return busy, mine, time.monotonic()
+
+    def other_share(self) -> float:
+        """Share of all cores' time (0..1) used by other processes since construction."""
+        busy, mine, now = self._sample()
+        busy0, mine0, then = self._start
+        capacity = (now - then) * (os.cpu_count() or 1)
+        if capacity <= 0:
+            return 0.0
+        return min(1.0, max(0.0, ((busy - busy0) - (mine - mine0)) / capacity))

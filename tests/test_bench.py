@@ -1,0 +1,281 @@
+"""The benchmark harness: end to end on the tiny config, parity failures caught, data-parallel
+runs on 8 simulated devices, and the --data loaders with their errors. No timing is asserted."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from flaxsent.bench import parity
+from flaxsent.bench.cli import add_bench_parser, main, run_bench
+from flaxsent.bench.data import load_texts
+from flaxsent.bench.harness import MODES, BenchOptions, plan_strategies, run_harness
+
+from flaxsent.errors import FlaxsentError
+
+pytest.importorskip("torch")  # the PyTorch side is the reference
+pytest.importorskip("matplotlib")
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def model_cache(tmp_path_factory):
+    """Where the tiny default model is built once for this module (never the user's cache)."""
+    return tmp_path_factory.mktemp("bench-cache")
+
+
+def _quiet(**kw) -> BenchOptions:
+    return BenchOptions(quick=True, progress=False, print_table=False, **kw)
+
+
+# ---- end to end -------------------------------------------------------------------------
+
+
+def test_quick_end_to_end(tmp_path, model_cache, monkeypatch, capsys):
+    monkeypatch.setenv("FLAXSENT_BENCH_CACHE", str(model_cache))
+    out = tmp_path / "out"
+    code = main(["--quick", "--only", "flax-bucketed", "--out", str(out)])
+    stdout = capsys.readouterr().out
+    assert code == 0
+    assert "| flax-bucketed | fp32 |" in stdout and "| flax-bucketed | bf16 |" in stdout
+    assert "weights: **random**" in stdout
+
+    record = json.loads((out / "results.json").read_text())
+    for key in ("platform", "cpu_model", "cpu_cores", "ram_gib", "device_kind",
+                "device_count", "jax_backend"):
+        assert record["machine"][key] not in (None, ""), key
+    for key in ("python", "jax", "jaxlib", "flax", "torch", "transformers", "numpy",
+                "flaxsent"):
+        assert record["versions"][key], key
+    assert record["model"]["weights"] == "random"
+    assert record["corpus"]["n"] == 64 and record["corpus"]["length_stats"]["max"] > 0
+    assert record["parity_ok"] is True
+
+    rows = {r["key"]: r for r in record["strategies"]}
+    assert set(rows) == {"torch-pipeline", "flax-bucketed", "flax-bucketed[bf16]"}
+    assert {r["real_tokens"] for r in rows.values()} == {record["corpus"]["real_tokens"]}
+    for key, r in rows.items():
+        for field in ("sentences_per_s", "real_tokens_per_s", "median_s", "peak_rss_mb",
+                      "first_result_cold_s"):
+            assert r[field] > 0, (key, field)
+        assert 0 < r["padding_efficiency"] <= 1
+        assert r["repeats"] == 1 and r["probe_error"] is None
+        assert r["parity_ok"] is True
+    for key in ("flax-bucketed", "flax-bucketed[bf16]"):
+        r = rows[key]
+        assert r["compile_cold_s"] > 0 and r["compile_warm_s"] > 0
+        assert r["first_result_warm_s"] > 0
+        assert r["compiled_shapes"] and not r["compiled_during_timing"]
+        buckets = r["parity"]["per_bucket"]
+        assert buckets and sum(b["n"] for b in buckets) == 64
+        assert r["parity"]["max_abs"] <= (1e-4 if r["dtype"] == "float32" else 0.1)
+
+    png = (out / "chart.png").read_bytes()
+    assert png.startswith(PNG_MAGIC)
+    import matplotlib.image
+    image = matplotlib.image.imread(out / "chart.png")
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+    md = (out / "results.md").read_text()
+    assert "| strategy |" in md and "parity per bucket" in md and "random" in md
+
+
+def test_perturbed_flax_weights_fail_parity(tmp_path, model_cache):
+    def bump(params):  # the flax side only: PyTorch keeps the original head
+        params["classifier/bias"] = params["classifier/bias"] + 1e-3
+
+    result = run_harness(_quiet(out=tmp_path, probes=False, model_cache=model_cache,
+                                perturb=bump))
+    assert result.exit_code == 1 and not result.parity_ok
+    record = json.loads((tmp_path / "results.json").read_text())
+    assert record["parity_ok"] is False
+    rows = {r["key"]: r for r in record["strategies"]}
+    for key in ("flax-naive", "flax-bucketed", "flax-mesh-dp", "flax-pmap-dp"):
+        assert rows[key]["parity_ok"] is False, key
+        assert 5e-4 < rows[key]["parity"]["max_abs"] < 2e-3
+    assert rows["torch-sorted"]["parity_ok"] is True
+    assert rows["flax-bucketed[bf16]"]["parity_ok"] is True  # 1e-3 is inside bf16's tolerance
+    assert "**FAIL**" in (tmp_path / "results.md").read_text()
+    assert (tmp_path / "chart.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_data_parallel_on_eight_devices_matches_one(tmp_path, model_cache):
+    script = textwrap.dedent("""
+        import json, sys
+        import jax
+        import numpy as np
+        from flaxsent.bench.harness import BenchOptions, run_harness
+        r = run_harness(BenchOptions(
+            quick=True, out=sys.argv[1], model_cache=sys.argv[2], dtype="float32",
+            only=["flax-bucketed", "flax-mesh-dp", "flax-pmap-dp"], probes=False,
+            progress=False, print_table=False))
+        one = r.logits["flax-bucketed"]
+        print(json.dumps({
+            "devices": jax.local_device_count(),
+            "n_devices": {s["key"]: s["n_devices"] for s in r.record["strategies"]},
+            "diff": {k: float(np.abs(r.logits[k] - one).max())
+                     for k in ("flax-mesh-dp", "flax-pmap-dp")},
+            "parity_ok": r.parity_ok}))
+    """)
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+           "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path), str(model_cache)],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["devices"] == 8
+    assert got["n_devices"]["flax-bucketed"] == 1
+    assert got["n_devices"]["flax-mesh-dp"] == 8 and got["n_devices"]["flax-pmap-dp"] == 8
+    assert got["diff"]["flax-mesh-dp"] <= 1e-6 and got["diff"]["flax-pmap-dp"] <= 1e-6
+    assert got["parity_ok"] is True
+
+
+# ---- options and command line -----------------------------------------------------------
+
+
+def _keys(opts: BenchOptions, mode: str) -> list[str]:
+    return [s.key for s in plan_strategies(opts, MODES[mode])]
+
+
+def test_strategy_plans():
+    default = _keys(BenchOptions(), "default")
+    assert default[0] == "torch-pipeline"
+    assert [k for k in default if k.endswith("[bf16]")] == ["flax-bucketed[bf16]"]
+    assert "torch-compile" not in default
+    full = _keys(BenchOptions(full=True), "full")
+    assert "torch-compile" in full and len([k for k in full if k.endswith("[bf16]")]) == 4
+    assert not any(k.endswith("[bf16]") for k in _keys(BenchOptions(dtype="float32"), "default"))
+    bf16 = _keys(BenchOptions(dtype="bfloat16"), "default")
+    assert not any(k.startswith("flax") and not k.endswith("[bf16]") for k in bf16)
+    assert _keys(BenchOptions(only=["flax-naive"], dtype="float32"), "default") == \
+        ["torch-pipeline", "flax-naive"]
+    with pytest.raises(FlaxsentError, match="unknown strategy flax-fast"):
+        plan_strategies(BenchOptions(only=["flax-fast"]), MODES["default"])
+
+
+def test_bench_subcommand_parser():
+    parser = argparse.ArgumentParser(prog="flaxsent")
+    add_bench_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["bench", "--quick", "--dtype", "float32", "--devices", "2"])
+    assert args.func is run_bench and args.quick and args.devices == 2 and args.probes
+    with pytest.raises(SystemExit):
+        parser.parse_args(["bench", "--quick", "--full"])
+
+
+@pytest.mark.parametrize("argv, pattern", [
+    (["--data", "no/such/file.txt"], r"no/such/file\.txt: no such file"),
+    (["--only", "flax-fast"], "unknown strategy flax-fast"),
+    (["--devices", "99"], r"--devices 99: this host has \d+ local device"),
+    (["--repeats", "0"], "--repeats 0: must be a positive integer"),
+])
+def test_cli_errors_are_one_line(argv, pattern, tmp_path, model_cache, monkeypatch, capsys):
+    import re
+    monkeypatch.setenv("FLAXSENT_BENCH_CACHE", str(model_cache))
+    code = main(["--quick", "--no-probes", "--out", str(tmp_path / "o"), *argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert re.search(pattern, err[-1]) and "Traceback" not in "\n".join(err)
+
+
+def test_default_model_is_cached(model_cache):
+    from flaxsent.bench.default_model import MARKER, default_model_folder
+    first = default_model_folder(quick=True, root=model_cache)
+    stamp = (first / MARKER).stat().st_mtime_ns
+    again = default_model_folder(quick=True, root=model_cache)
+    assert again == first and (again / MARKER).stat().st_mtime_ns == stamp
+    assert json.loads((first / MARKER).read_text())["weights"] == "random"
+    assert {"config.json", "model.safetensors", "vocab.txt"} <= {p.name for p in first.iterdir()}
+
+
+# ---- parity rules -----------------------------------------------------------------------
+
+
+def test_parity_tolerances_and_buckets():
+    ref = np.zeros((4, 2), np.float32)
+    ref[:, 0] = 1.0
+    lengths = [5, 20, 40, 100]
+    boundaries = [16, 32, 64, 128]
+    buckets = parity.assign_buckets(lengths, boundaries)
+    assert buckets.tolist() == [0, 1, 2, 3]
+    near = ref + 5e-5
+    assert parity.compare(ref, near, buckets, boundaries, "float32")["parity_ok"]
+    off = ref.copy()
+    off[2, 1] += 2e-4
+    got = parity.compare(ref, off, buckets, boundaries, "float32")
+    assert not got["parity_ok"] and got["max_abs"] == pytest.approx(2e-4, rel=1e-3)
+    assert [b["bucket"] for b in got["per_bucket"]] == ["<=16", "17-32", "33-64", "65-128"]
+    assert got["per_bucket"][2]["max_abs"] == pytest.approx(2e-4, rel=1e-3)
+    assert got["per_bucket"][0]["max_abs"] == 0.0
+    assert parity.compare(ref, off, buckets, boundaries, "bfloat16")["parity_ok"]
+    flipped = ref.copy()
+    flipped[0] = [0.0, 0.05]  # max |Δ| 1.0 and one argmax flip of four
+    assert not parity.compare(ref, flipped, buckets, boundaries, "bfloat16")["parity_ok"]
+    nan = ref.copy()
+    nan[1, 0] = np.nan
+    assert not parity.compare(ref, nan, buckets, boundaries, "bfloat16")["parity_ok"]
+
+
+# ---- --data loaders ---------------------------------------------------------------------
+
+
+def test_load_text_lines(tmp_path):
+    path = tmp_path / "s.txt"
+    path.write_text("a fine film .\n\n  \nnot good , not bad\r\n", encoding="utf-8")
+    texts, info = load_texts(path)
+    assert texts == ["a fine film .", "not good , not bad"]
+    assert info["format"] == "lines" and info["n"] == 2
+
+
+def test_load_glue_tsv(tmp_path):
+    path = tmp_path / "dev.tsv"
+    path.write_text('sentence\tlabel\nit \'s a "charming" journey .\t1\nunflinchingly bleak\t0\n',
+                    encoding="utf-8")
+    texts, info = load_texts(path)
+    assert texts == ['it \'s a "charming" journey .', "unflinchingly bleak"]
+    assert info["column"] == "sentence"
+
+
+def test_load_csv_text_column(tmp_path):
+    path = tmp_path / "reviews.csv"
+    path.write_text('id,Text\n1,"good, really good"\n2,meh\n', encoding="utf-8")
+    assert load_texts(path)[0] == ["good, really good", "meh"]
+
+
+def test_load_jsonl(tmp_path):
+    path = tmp_path / "x.jsonl"
+    path.write_text('{"text": "one", "label": 1}\n\n{"sentence": "two"}\n"three"\n',
+                    encoding="utf-8")
+    texts, info = load_texts(path)
+    assert texts == ["one", "two", "three"] and info["format"] == "jsonl"
+
+
+@pytest.mark.parametrize("name, content, pattern", [
+    ("nope.txt", None, "no such file"),
+    ("empty.txt", "\n \n", "holds no sentences"),
+    ("bad.tsv", "id\tlabel\n1\t0\n", r"no 'sentence' or 'text' column .*'id', 'label'"),
+    ("short.tsv", "label\tsentence\n1\n", "line 2 has 1 field"),
+    ("blank.csv", "text,label\n,1\n", "line 2: empty 'text'"),
+    ("bad.jsonl", '{"text": "ok"}\n{"text": \n', "line 2 is not valid JSON"),
+    ("field.jsonl", '{"review": "ok"}\n', "line 1 has no 'text' or 'sentence' field .*'review'"),
+    ("type.jsonl", '{"text": 3}\n', "line 1: 'text' is a int, not a string"),
+    ("latin1.txt", b"caf\xe9\n", r"not UTF-8 text \(line 1"),
+])
+def test_load_errors(tmp_path, name, content, pattern):
+    path = tmp_path / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        path.write_text(content, encoding="utf-8")
+    with pytest.raises(FlaxsentError, match=pattern):
+        load_texts(path)
+
+
+def test_load_folder_is_an_error(tmp_path):
+    with pytest.raises(FlaxsentError, match="not a file"):
+        load_texts(tmp_path)
