@@ -28,6 +28,10 @@ log = logging.getLogger("flaxsent")
 FUNCTIONS = ("softmax", "sigmoid", "none")
 BACKENDS = ("mesh", "pmap")
 _IN_FLIGHT = 2  # batches dispatched ahead of the one being collected
+# Default token budget of one batch, per device. CPU: measured on the 2-core dev machine
+# (full-size model, packed rows of 128): 1024 -> 2,236-2,320 real tokens/s, 2048 -> 1,984,
+# 4096 -> 1,426 (smaller batches stay in cache). GPUs and TPUs want large batches.
+BATCH_TOKENS_PER_DEVICE = {"cpu": 1024, "accelerator": 16384}
 
 
 @dataclasses.dataclass
@@ -51,7 +55,7 @@ class Classifier:
 
     def __init__(self, model: DistilBertForSequenceClassification, tokenizer: TextTokenizer, *,
                  max_length: int | None = None, boundaries: Sequence[int] | None = None,
-                 max_batch_tokens: int = 2048, max_batch_size: int = 64,
+                 max_batch_tokens: int | None = None, max_batch_size: int = 256,
                  devices: int | Sequence[jax.Device] | None = None,
                  precision: str | None = None, backend: str = "mesh", window: int = 4096,
                  pack_length: int | None = 128):
@@ -75,6 +79,9 @@ class Classifier:
             tokenizer.with_max_length(max_length)
         engine_cls = Engine if backend == "mesh" else PmapEngine
         self.engine = engine_cls(model, devices=devices, precision=precision)
+        if max_batch_tokens is None:
+            max_batch_tokens = self.engine.n_devices * BATCH_TOKENS_PER_DEVICE.get(
+                self.engine.devices[0].platform, BATCH_TOKENS_PER_DEVICE["accelerator"])
         try:
             self.plan = BucketPlan.build(max_length, boundaries, max_batch_tokens=max_batch_tokens,
                                          device_count=self.engine.n_devices,

@@ -76,18 +76,24 @@ class SelfAttention(nnx.Module):
         self.v_lin = _linear(cfg.dim, cfg.dim, dtype, param_dtype, rngs)
         self.out_lin = _linear(cfg.dim, cfg.dim, dtype, param_dtype, rngs)
 
-    def __call__(self, x: Array, keep: Array) -> Array:
-        """keep: bool, [B, 1, 1, K] (padding) or [B, 1, L, K] (packed segments)."""
-        b, length, d = x.shape
-        split = (b, length, self.n_heads, self.head_dim)
-        q = self.q_lin(x).reshape(split) / math.sqrt(self.head_dim)  # [B, L, H, Dh]
-        k = self.k_lin(x).reshape(split)  # [B, K, H, Dh]
-        v = self.v_lin(x).reshape(split)  # [B, K, H, Dh]
-        scores = jnp.einsum("BLHD,BKHD->BHLK", q, k).astype(jnp.float32)
+    def __call__(self, x: Array, keep: Array, queries: Array | None = None) -> Array:
+        """Attention of `queries` [B, Q, D] (default: every row of x [B, K, D]) over x.
+
+        keep: bool, broadcastable to [B, 1, Q, K]: [B, 1, 1, K] for padding, [B, 1, Q, K] for
+        packed texts. Returns [B, Q, D].
+        """
+        queries = x if queries is None else queries
+        b, n_keys, d = x.shape
+        n_queries = queries.shape[1]
+        q = self.q_lin(queries).reshape(b, n_queries, self.n_heads, self.head_dim)
+        q = q / math.sqrt(self.head_dim)  # [B, Q, H, Dh]
+        k = self.k_lin(x).reshape(b, n_keys, self.n_heads, self.head_dim)  # [B, K, H, Dh]
+        v = self.v_lin(x).reshape(b, n_keys, self.n_heads, self.head_dim)  # [B, K, H, Dh]
+        scores = jnp.einsum("BQHD,BKHD->BHQK", q, k).astype(jnp.float32)
         scores = jnp.where(keep, scores, jnp.finfo(jnp.float32).min)
-        weights = jax.nn.softmax(scores, axis=-1).astype(v.dtype)  # [B, H, L, K]
-        context = jnp.einsum("BHLK,BKHD->BLHD", weights, v).reshape(b, length, d)
-        return self.out_lin(context)  # [B, L, D]
+        weights = jax.nn.softmax(scores, axis=-1).astype(v.dtype)  # [B, H, Q, K]
+        context = jnp.einsum("BHQK,BKHD->BQHD", weights, v).reshape(b, n_queries, d)
+        return self.out_lin(context)  # [B, Q, D]
 
 
 class FeedForward(nnx.Module):
@@ -115,9 +121,17 @@ class TransformerBlock(nnx.Module):
         self.ffn = FeedForward(cfg, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.output_layer_norm = _layer_norm(cfg, dtype, param_dtype, rngs)
 
-    def __call__(self, x: Array, keep: Array) -> Array:
-        h = self.sa_layer_norm(x + self.attention(x, keep))  # [B, L, D]
-        return self.output_layer_norm(h + self.ffn(h))  # [B, L, D]
+    def __call__(self, x: Array, keep: Array, query_index: Array | None = None) -> Array:
+        """[B, L, D] -> [B, L, D]; with query_index [B, Q], only those rows: [B, Q, D].
+
+        Rows are independent after attention, so when only some outputs are needed (the
+        [CLS] rows, in the last block) the rest are never computed.
+        """
+        queries = None if query_index is None else jnp.take_along_axis(
+            x, query_index[:, :, None], axis=1)  # [B, Q, D]
+        residual = x if queries is None else queries
+        h = self.sa_layer_norm(residual + self.attention(x, keep, queries))
+        return self.output_layer_norm(h + self.ffn(h))
 
 
 class DistilBertForSequenceClassification(nnx.Module):
@@ -145,19 +159,21 @@ class DistilBertForSequenceClassification(nnx.Module):
             states.append(x)
         return states
 
-    def classify(self, last_hidden: Array) -> Array:
-        """The head on the [CLS] position: Linear, ReLU, Linear.  [B, L, D] -> [B, C]"""
-        h = jax.nn.relu(self.pre_classifier(last_hidden[:, 0]))  # [B, D]
-        return self.classifier(h).astype(jnp.float32)  # [B, C]
+    def classify(self, cls_hidden: Array) -> Array:
+        """The head on [CLS] states: Linear, ReLU, Linear.  [..., D] -> [..., C] float32"""
+        h = jax.nn.relu(self.pre_classifier(cls_hidden))
+        return self.classifier(h).astype(jnp.float32)
 
     def __call__(self, input_ids: Array, attention_mask: Array | None = None) -> Array:
         """Logits [B, num_labels] (float32) for token ids [B, L] and a 0/1 mask [B, L]."""
         input_ids, attention_mask = _check_inputs(input_ids, attention_mask)
         keep = attention_mask[:, None, None, :].astype(bool)  # [B, 1, 1, K]
         x = self.embeddings(input_ids)
-        for block in self.layers:
+        for block in self.layers[:-1]:
             x = block(x, keep)
-        return self.classify(x)
+        cls_index = jnp.zeros((x.shape[0], 1), jnp.int32)  # [B, 1]
+        x = self.layers[-1](x, keep, cls_index)  # [B, 1, D]: only [CLS] reaches the head
+        return self.classify(x[:, 0])  # [B, C]
 
     def packed_logits(self, input_ids: Array, segment_ids: Array, position_ids: Array,
                       cls_index: Array) -> Array:
@@ -168,15 +184,17 @@ class DistilBertForSequenceClassification(nnx.Module):
         text's [CLS] sits (slots without a text point anywhere and are ignored by the caller).
         """
         segment_ids = jnp.asarray(segment_ids, jnp.int32)
-        same = segment_ids[:, :, None] == segment_ids[:, None, :]  # [B, L, K]
-        keep = (same & (segment_ids[:, None, :] > 0))[:, None]  # [B, 1, L, K]
+        cls_index = jnp.asarray(cls_index, jnp.int32)
+        real_key = segment_ids[:, None, :] > 0  # [B, 1, K]
+        keep = (segment_ids[:, :, None] == segment_ids[:, None, :]) & real_key  # [B, L, K]
         x = self.embeddings(jnp.asarray(input_ids, jnp.int32),
                             jnp.asarray(position_ids, jnp.int32))
-        for block in self.layers:
-            x = block(x, keep)
-        cls = jnp.take_along_axis(x, jnp.asarray(cls_index, jnp.int32)[:, :, None], axis=1)
-        h = jax.nn.relu(self.pre_classifier(cls))  # [B, S, D]
-        return self.classifier(h).astype(jnp.float32)  # [B, S, C]
+        for block in self.layers[:-1]:
+            x = block(x, keep[:, None])
+        cls_segment = jnp.take_along_axis(segment_ids, cls_index, axis=1)  # [B, S]
+        keep_cls = (cls_segment[:, :, None] == segment_ids[:, None, :]) & real_key  # [B, S, K]
+        x = self.layers[-1](x, keep_cls[:, None], cls_index)  # [B, S, D]: [CLS] rows only
+        return self.classify(x)  # [B, S, C]
 
 
 def _check_inputs(input_ids, attention_mask) -> tuple[Array, Array]:

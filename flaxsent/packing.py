@@ -20,10 +20,9 @@ class PackPlan:
 
     row_length: int
     rows: int
-
-    @property
-    def slots(self) -> int:
-        return self.row_length // 2  # the shortest text is [CLS] [SEP]
+    # Texts per row: the last layer and the head run once per slot, so few slots keep them
+    # cheap; row_length // 8 leaves rows of texts longer than 8 tokens (nearly all) full.
+    slots: int
 
     @classmethod
     def build(cls, row_length: int, max_batch_tokens: int, device_count: int = 1,
@@ -33,7 +32,7 @@ class PackPlan:
             raise ValueError(f"pack length must be at least 2, got {row_length}")
         rows = min(max_batch_size, max_batch_tokens // row_length)
         rows = max(device_count, rows // device_count * device_count)
-        return cls(row_length=row_length, rows=rows)
+        return cls(row_length=row_length, rows=rows, slots=max(1, row_length // 8))
 
     def shape(self) -> tuple[int, int, int]:
         """(rows, row_length, slots): the one packed shape this plan compiles."""
@@ -65,12 +64,12 @@ class PackedBatch:
         return logits.reshape(-1, logits.shape[-1])[self.slots]
 
 
-def pack_rows(lengths: np.ndarray, row_length: int) -> list[list[int]]:
-    """Group items (all <= row_length) into rows: longest first, then the longest that fits."""
+def pack_rows(lengths: np.ndarray, row_length: int, max_items: int) -> list[list[int]]:
+    """Group items (all <= row_length) into rows of at most max_items: longest first, then the
+    longest that still fits."""
     order = np.argsort(lengths, kind="stable")  # ascending
     free_lengths = lengths[order].tolist()
     free_items = order.tolist()
-    max_items = row_length // 2
     rows = []
     while free_lengths:
         space = row_length - free_lengths.pop()
@@ -87,7 +86,7 @@ def iter_packed(indices: list[int], arrays: list[np.ndarray], plan: PackPlan,
                 pad_id: int) -> Iterator[PackedBatch]:
     """Packed batches of the given texts (caller indices, id arrays); the last one padded."""
     lengths = np.fromiter((a.shape[0] for a in arrays), np.int64, len(arrays))
-    rows = pack_rows(lengths, plan.row_length)
+    rows = pack_rows(lengths, plan.row_length, plan.slots)
     b, length, s = plan.shape()
     for start in range(0, len(rows), b):
         ids = np.full((b, length), pad_id, np.int32)

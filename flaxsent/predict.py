@@ -37,6 +37,7 @@ from .records import (
     open_writer,
     output_format,
     read_records,
+    truncate_records,
 )
 
 ROW_FIELD = "_row"
@@ -50,13 +51,31 @@ class PredictError(FlaxsentError):
 
 @dataclasses.dataclass
 class Shard:
-    """Which rows this process predicts: those with index % count == index_."""
+    """Which rows this process predicts: whole blocks of `block` rows, dealt out in turn.
+
+    Blocks are the classifier's tokenizer windows, so each process forms exactly the batches a
+    single process would: the merged output is byte-identical to a single-process run.
+    """
 
     index: int = 0
     count: int = 1
+    block: int = 1
 
     def part_path(self, output: str) -> str:
         return f"{output}.part-{self.index}-of-{self.count}"
+
+    def owns(self, row: int) -> bool:
+        return (row // self.block) % self.count == self.index
+
+    def global_row(self, k: int) -> int:
+        """The input row of this shard's k-th row."""
+        blocks, within = divmod(k, self.block)
+        return (blocks * self.count + self.index) * self.block + within
+
+    def rows_of(self, total: int) -> int:
+        """How many of `total` input rows this shard owns."""
+        first_blocks = range(self.index * self.block, total, self.count * self.block)
+        return sum(min(self.block, total - b) for b in first_blocks)
 
 
 @dataclasses.dataclass
@@ -141,7 +160,8 @@ def predict_file(clf: Any, input_path: str, output: str | None, *,
                  force: bool = False, on_error: str = "fail", chunk_size: int = 1024,
                  progress: bool = True, shard: Shard | None = None) -> PredictResult:
     """Predict every row of `input_path` into `output` (None: stdout), streamed in chunks."""
-    shard = shard or Shard()
+    # deal out whole tokenizer windows, so each shard forms a single process's batches
+    shard = dataclasses.replace(shard or Shard(), block=clf.window)
     if on_error not in ("fail", "skip"):
         raise PredictError(f"--on-error {on_error!r}: choose fail or skip")
     if chunk_size < 1:
@@ -160,8 +180,14 @@ def predict_file(clf: Any, input_path: str, output: str | None, *,
         raise PredictError(f"output {output!r} is a directory, not a file")
 
     done = count_complete_records(output, fmt) if resume else 0
-    # the next row of this shard is global row shard.index + done * shard.count
-    start = shard.index + done * shard.count if shard.count > 1 else done
+    # Texts share batches only within one tokenizer window, and a text's logits can differ in
+    # the last bits with its batch-mates: restart at a window boundary so the resumed run
+    # forms the uninterrupted run's batches and its output is byte-identical.
+    aligned = done - done % clf.window
+    if aligned != done:
+        truncate_records(output, aligned, fmt)
+        done = aligned
+    start = shard.global_row(done)
     reader = read_records(input_path, text_column, input_fmt, start=start)
     formatter = RowFormatter(
         lambda row: clf.format_scores(row, top_k=top_k), top_k=top_k, logits=logits,
@@ -170,7 +196,7 @@ def predict_file(clf: Any, input_path: str, output: str | None, *,
 
     total = count_records(input_path, input_fmt) if input_path != STDIO else None
     if total is not None:
-        total = max(len(range(shard.index, total, shard.count)) - done, 0)
+        total = max(shard.rows_of(total) - done, 0)
 
     pending: collections.deque[tuple[int, Record]] = collections.deque()
     failed: list[Record] = []
@@ -180,7 +206,7 @@ def predict_file(clf: Any, input_path: str, output: str | None, *,
         chunks) or, under --on-error fail, ends the stream so that rows before it finish."""
         for offset, record in enumerate(reader):
             index = start + offset
-            if index % shard.count != shard.index:
+            if not shard.owns(index):
                 continue
             if record.error is not None and on_error == "fail":
                 failed.append(record)
@@ -290,7 +316,7 @@ def write_manifest(output: str, shard: Shard, input_path: str) -> str:
     parts = [Path(Shard(i, shard.count).part_path(output)).name for i in range(shard.count)]
     manifest = {"format": "flaxsent-predict-parts", "version": 1, "input": input_path,
                 "output": Path(output).name, "num_processes": shard.count, "parts": parts,
-                "row_field": ROW_FIELD}
+                "block": shard.block, "row_field": ROW_FIELD}
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(manifest, f, indent=2)
@@ -301,11 +327,13 @@ def write_manifest(output: str, shard: Shard, input_path: str) -> str:
 
 def merge_parts(manifest_path: str, output: str | None, *, force: bool = False) -> int:
     """Join the parts a manifest lists into `output` in input order, dropping `_row`; returns
-    the number of records. Checks that the parts interleave exactly (row i in part i % N)."""
+    the number of records. Checks that the parts interleave exactly (row i in part
+    (i // block) % N)."""
     try:
         manifest = json.loads(Path(manifest_path).read_text(encoding="utf-8"))
         names = list(manifest["parts"])
         n = int(manifest["num_processes"])
+        block = int(manifest["block"])
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise PredictError(f"{manifest_path!r} is not a readable predict manifest: {err}") \
             from None
@@ -324,20 +352,21 @@ def merge_parts(manifest_path: str, output: str | None, *, force: bool = False) 
     i = 0
     try:
         while True:
-            raw = files[i % n].readline()
+            part = (i // block) % n
+            raw = files[part].readline()
             if not raw:
-                extra = [str(paths[j]) for j in range(n) if j != i % n and files[j].readline()]
+                extra = [str(paths[j]) for j in range(n) if j != part and files[j].readline()]
                 if extra:
-                    raise PredictError(f"part {str(paths[i % n])!r} ends at row {i} but "
+                    raise PredictError(f"part {str(paths[part])!r} ends at row {i} but "
                                        f"{', '.join(extra)} go(es) on: a part is incomplete; "
                                        "rerun that process with --resume")
                 break
             if not raw.endswith(b"\n"):
-                raise PredictError(f"part {str(paths[i % n])!r} ends with a partial record: "
+                raise PredictError(f"part {str(paths[part])!r} ends with a partial record: "
                                    "rerun that process with --resume")
             row = json.loads(raw)
             if row.pop(ROW_FIELD, None) != i:
-                raise PredictError(f"part {str(paths[i % n])!r}: expected row {i} next; the "
+                raise PredictError(f"part {str(paths[part])!r}: expected row {i} next; the "
                                    "parts do not belong to one run")
             chunk.append(row)
             if len(chunk) >= 1024:
@@ -390,6 +419,7 @@ def run(args: argparse.Namespace) -> int:
     if args.max_length is not None:
         options["max_length"] = args.max_length
     clf = Classifier.from_pretrained(args.model, dtype=args.dtype, **options)
+    shard = dataclasses.replace(shard, block=clf.window)
     top_k = args.top_k
     if top_k is not None and top_k > len(clf.labels):
         top_k = None if len(clf.labels) > 1 else 1

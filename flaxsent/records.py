@@ -733,6 +733,32 @@ def _count_csv_rows(path: str) -> int:
     return max(rows - 1, 0)  # the header is not a record
 
 
+def truncate_records(path: str, n: int, fmt: str | None = None) -> None:
+    """Keep only the first n records of a complete JSONL or CSV output (for --resume)."""
+    kind = output_format(path, fmt)
+    if kind not in ("jsonl", "csv"):
+        raise RecordsError(f"cannot truncate {kind} output {path!r}")
+    end = 0
+    with open(path, "rb") as f:
+        if kind == "jsonl":
+            for _ in range(n):
+                end += len(f.readline())
+        else:
+            offset = [0]
+
+            def lines() -> Iterator[str]:
+                for raw in f:
+                    offset[0] += len(raw)
+                    yield raw.decode("utf-8", errors="replace")
+
+            reader = csv.reader(lines(), strict=True)
+            for _ in itertools.islice(reader, n + 1):  # the header, then n records
+                end = offset[0]
+    with open(path, "r+b") as f:
+        f.truncate(end)
+        os.fsync(f.fileno())
+
+
 def count_complete_records(path: str, fmt: str | None = None) -> int:
     """Complete records in an existing output (0 if it does not exist), first truncating a
     partial trailing record a killed run left, so appending continues cleanly (--resume)."""

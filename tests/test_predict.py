@@ -226,14 +226,16 @@ def test_sigkill_then_resume_is_byte_identical(tiny_flax, tmp_path):
     assert killed.read_bytes() == full.read_bytes()
 
 
-def test_resume_csv_and_refuse_parquet(clf, tmp_path):
+def test_resume_csv_and_refuse_parquet(clf, tiny_flax, tmp_path):
     src = tmp_path / "in.jsonl"
     write_input(src, [{"id": i, "text": t} for i, t in enumerate(texts(50, seed=6))])
     full, part = tmp_path / "full.csv", tmp_path / "part.csv"
-    predict.predict_file(clf, str(src), str(full), chunk_size=64, progress=False)
+    clf = Classifier.from_pretrained(tiny_flax, window=10)
+    predict.predict_file(clf, str(src), str(full), chunk_size=10, progress=False)
     lines = full.read_bytes().splitlines(keepends=True)
-    part.write_bytes(b"".join(lines[:21]) + lines[21][:5])  # header + 20 rows + a torn row
-    result = predict.predict_file(clf, str(src), str(part), resume=True, chunk_size=64,
+    # header + 25 rows + a torn row: the resume restarts at the window boundary, row 20
+    part.write_bytes(b"".join(lines[:26]) + lines[26][:5])
+    result = predict.predict_file(clf, str(src), str(part), resume=True, chunk_size=10,
                                   progress=False)
     assert result.resumed_from == 20 and result.written == 30
     assert part.read_bytes() == full.read_bytes()
@@ -266,7 +268,8 @@ def test_two_process_distributed_run_merges_to_single_process_output(tiny_flax, 
     manifest = json.loads((tmp_path / "out.jsonl.manifest.json").read_text())
     assert manifest["parts"] == ["out.jsonl.part-0-of-2", "out.jsonl.part-1-of-2"]
     part1 = read_output(tmp_path / "out.jsonl.part-1-of-2")
-    assert [r["_row"] for r in part1] == list(range(1, 301, 2))
+    # whole windows of 50 rows (the chunk size) are dealt out in turn
+    assert [r["_row"] for r in part1] == [i for i in range(301) if (i // 50) % 2 == 1]
     assert cli(["--merge", str(tmp_path / "out.jsonl.manifest.json"), "-o", str(merged)]) == 0
     assert "_row" not in read_output(merged)[0]
     assert merged.read_bytes() == single.read_bytes()
@@ -274,14 +277,25 @@ def test_two_process_distributed_run_merges_to_single_process_output(tiny_flax, 
 
 def test_merge_detects_an_incomplete_part(clf, tmp_path):
     src = tmp_path / "in.txt"
-    src.write_text("".join(t + "\n" for t in texts(9, seed=8)))
+    src.write_text("".join(t + "\n" for t in texts(300, seed=8)))
     out = tmp_path / "o.jsonl"
     for pid in (0, 1, 2):
         predict.predict_file(clf, str(src), predict.Shard(pid, 3).part_path(str(out)),
                              shard=predict.Shard(pid, 3), progress=False)
-    manifest = predict.write_manifest(str(out), predict.Shard(0, 3), str(src))
-    assert predict.merge_parts(manifest, str(tmp_path / "m.jsonl")) == 9
+    manifest = predict.write_manifest(str(out), predict.Shard(0, 3, block=clf.window), str(src))
+    assert predict.merge_parts(manifest, str(tmp_path / "m.jsonl")) == 300
     part0 = Path(predict.Shard(0, 3).part_path(str(out)))
     part0.write_bytes(b"".join(part0.read_bytes().splitlines(keepends=True)[:2]))
     with pytest.raises(FlaxsentError, match="incomplete"):
         predict.merge_parts(manifest, str(tmp_path / "m2.jsonl"))
+
+
+@pytest.mark.parametrize("count, block, total", [(1, 1, 10), (2, 50, 301), (3, 7, 100)])
+def test_shards_cover_every_row_once(count, block, total):
+    shards = [predict.Shard(i, count, block) for i in range(count)]
+    owners = [[s.index for s in shards if s.owns(row)] for row in range(total)]
+    assert all(len(o) == 1 for o in owners)
+    for s in shards:
+        mine = [row for row in range(total) if s.owns(row)]
+        assert s.rows_of(total) == len(mine)
+        assert [s.global_row(k) for k in range(len(mine))] == mine
