@@ -157,10 +157,12 @@ def torch_to_flax_params(state: dict[str, np.ndarray], cfg: DistilBertConfig, *,
         if tuple(array.shape) != entry.torch_shape:
             raise CheckpointError(f"tensor '{entry.torch_key}' has shape {tuple(array.shape)}, "
                                   f"expected {entry.torch_shape} from config.json")
-        if entry.transform == "transpose":
-            array = array.T
-        # float32 first: a float16 source cast straight to bfloat16 would round twice.
-        params[entry.flax_path] = np.ascontiguousarray(array.astype(np.float32).astype(target))
+        if array.dtype != target:
+            # float32 first: a float16 source cast straight to bfloat16 would round twice.
+            array = array.astype(np.float32).astype(target)
+        # a transposed view, not a copy: the device (or the safetensors writer) copies it once,
+        # so converting in memory never holds a second host copy of the model
+        params[entry.flax_path] = array.T if entry.transform == "transpose" else array
     report.fresh_head = fresh_head
     report.n_params = int(sum(v.size for v in params.values()))
     return params, report

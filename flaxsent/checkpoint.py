@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
 import re
 import shutil
+import struct
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -90,8 +93,13 @@ def param_shapes(cfg: DistilBertConfig) -> dict[str, tuple[int, ...]]:
 
 
 def model_from_params(cfg: DistilBertConfig, params: Mapping[str, np.ndarray], *,
-                      dtype=jnp.float32, param_dtype=None) -> DistilBertForSequenceClassification:
-    """Build the model from flat params; a missing, extra or mis-shaped path is an error."""
+                      dtype=jnp.float32, param_dtype=None, consume: bool = False,
+                      ) -> DistilBertForSequenceClassification:
+    """Build the model from flat params; a missing, extra or mis-shaped path is an error.
+
+    With `consume`, each host array is dropped from `params` once it is on the device, so
+    loading never holds the model twice (peak memory: one copy plus one tensor).
+    """
     if param_dtype is None:
         param_dtype = dtype
     model = abstract_model(cfg, dtype, param_dtype)
@@ -107,6 +115,8 @@ def model_from_params(cfg: DistilBertConfig, params: Mapping[str, np.ndarray], *
             raise CheckpointError(f"parameter '{key}' has shape {tuple(array.shape)}, "
                                   f"expected {tuple(var.shape)} for this config")
         leaves.append((path, var.replace(jnp.asarray(array, dtype=param_dtype))))
+        if consume:
+            del params[key], array
     return nnx.merge(graphdef, nnx.from_flat_state(leaves))
 
 
@@ -131,14 +141,43 @@ def _some(names: list[str], n: int = 5) -> str:
     return ", ".join(names[:n]) + (f" (+{len(names) - n} more)" if len(names) > n else "")
 
 
+_SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
+                       "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8",
+                       "U8": "uint8", "BOOL": "bool"}
+
+
 def read_safetensors(path: Path) -> dict[str, np.ndarray]:
-    """All tensors of a safetensors file as numpy arrays (no torch), errors naming the file."""
-    from safetensors.numpy import load_file
+    """All tensors of a safetensors file as numpy arrays (no torch), errors naming the file.
+
+    Read tensor by tensor with plain reads rather than through a memory map: mapped pages count
+    in the process's resident memory, which would double its peak while a model loads.
+    """
     try:
-        return load_file(str(path))
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            (header_len,) = struct.unpack("<Q", f.read(8))
+            if header_len > size - 8:
+                raise ValueError(f"header of {header_len} bytes in a {size}-byte file")
+            header = json.loads(f.read(header_len))
+            if not isinstance(header, dict):
+                raise ValueError("header is not a JSON object")
+            tensors = {}
+            for name, info in header.items():
+                if name == "__metadata__":
+                    continue
+                dtype = np.dtype(_SAFETENSORS_DTYPES[info["dtype"]]) \
+                    if info["dtype"] != "BF16" else np.dtype(jnp.bfloat16)
+                shape = tuple(int(d) for d in info["shape"])
+                start, end = (int(o) for o in info["data_offsets"])
+                count = math.prod(shape)
+                if end - start != count * dtype.itemsize or 8 + header_len + end > size:
+                    raise ValueError(f"tensor '{name}' lies outside the file")
+                f.seek(8 + header_len + start)
+                tensors[name] = np.fromfile(f, dtype=dtype, count=count).reshape(shape)
+            return tensors
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such file") from None
-    except Exception as e:  # noqa: BLE001 - safetensors raises its own and OS errors
+    except (OSError, ValueError, KeyError, TypeError, struct.error) as e:
         raise CheckpointError(f"{path}: not a readable safetensors file "
                               f"(truncated or corrupt? {e})") from None
 
@@ -178,7 +217,8 @@ def load_model(path: str | os.PathLike, *, dtype=None, param_dtype=None,
         from flaxsent.convert.torch_to_flax import read_torch_state_dict, torch_to_flax_params
         params, _ = torch_to_flax_params(read_torch_state_dict(folder), cfg)
     dtype = stored_dtype(params) if dtype is None else jnp.dtype(dtype)
-    return model_from_params(cfg, params, dtype=dtype, param_dtype=param_dtype or dtype)
+    return model_from_params(cfg, params, dtype=dtype, param_dtype=param_dtype or dtype,
+                             consume=True)
 
 
 @contextlib.contextmanager

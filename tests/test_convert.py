@@ -199,3 +199,21 @@ def test_sharded_safetensors(tmp_path):
     (src / "model.safetensors").unlink()
     convert_checkpoint(src, tmp_path / "flax")
     assert _logits_equal(src, tmp_path / "flax") <= 1e-5
+
+
+def test_consuming_load_frees_host_arrays_as_it_goes(tiny_flax):
+    params = ckpt.load_flax_params(tiny_flax)
+    keep = dict(params)
+    model = ckpt.model_from_params(ckpt.read_config(tiny_flax), params, consume=True)
+    assert params == {}
+    np.testing.assert_array_equal(model.classifier.kernel[...], keep["classifier/kernel"])
+
+
+def test_safetensors_reader_matches_the_library(tiny_hf):
+    from safetensors.numpy import load_file
+    ours = ckpt.read_safetensors(tiny_hf / "model.safetensors")
+    theirs = load_file(str(tiny_hf / "model.safetensors"))
+    assert set(ours) == set(theirs)
+    for key in theirs:
+        assert ours[key].dtype == theirs[key].dtype
+        np.testing.assert_array_equal(ours[key], theirs[key])
