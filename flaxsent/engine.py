@@ -30,6 +30,13 @@ def forward(model: DistilBertForSequenceClassification, input_ids: jax.Array,
     return model(input_ids, attention_mask)
 
 
+def packed_forward(model: DistilBertForSequenceClassification, input_ids: jax.Array,
+                   segment_ids: jax.Array, position_ids: jax.Array,
+                   cls_index: jax.Array) -> jax.Array:
+    """Its packed twin: [B, L] ids, segments, positions and [B, S] [CLS] columns -> [B, S, C]."""
+    return model.packed_logits(input_ids, segment_ids, position_ids, cls_index)
+
+
 def enable_compilation_cache(cache_dir: str | os.PathLike | None = None) -> Path:
     """Turn on JAX's persistent compilation cache (process-wide) so later processes start warm."""
     path = Path(cache_dir).expanduser() if cache_dir else DEFAULT_CACHE_DIR
@@ -66,7 +73,36 @@ def _check_precision(precision: str) -> str:
     return precision
 
 
-class Engine:
+class _CompiledForward:
+    """What both engines share: devices, precision, the record of traced shapes, warm-up."""
+
+    def __init__(self, model: DistilBertForSequenceClassification,
+                 devices: int | Sequence[jax.Device] | None, precision: str):
+        self.devices = resolve_devices(devices)
+        self.precision = _check_precision(precision)
+        self.config = model.config
+        self._traced: list[tuple[int, ...]] = []  # appended at trace time only
+
+    @property
+    def n_devices(self) -> int:
+        return len(self.devices)
+
+    @property
+    def compiled_shapes(self) -> list[tuple[int, ...]]:
+        """Shapes compiled so far, in order of first use: (B, L) padded, (B, L, S) packed."""
+        return list(self._traced)
+
+    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> jax.Array:
+        raise NotImplementedError
+
+    def warmup(self, shapes: Sequence[tuple[int, int]]) -> None:
+        """Compile the given padded (batch, length) shapes ahead of the first real batch."""
+        for b, length in shapes:
+            ids = np.zeros((b, length), np.int32)
+            self(ids, np.ones_like(ids)).block_until_ready()
+
+
+class Engine(_CompiledForward):
     """The model's forward, jitted over a 1-axis ('data',) mesh: params replicated, batch sharded.
 
     Calls dispatch asynchronously and return a device array; every distinct (batch, length)
@@ -76,15 +112,12 @@ class Engine:
     def __init__(self, model: DistilBertForSequenceClassification, *,
                  devices: int | Sequence[jax.Device] | None = None,
                  precision: str = "highest"):
-        self.devices = resolve_devices(devices)
-        self.precision = _check_precision(precision)
+        super().__init__(model, devices, precision)
         self.mesh = Mesh(np.asarray(self.devices), ("data",))
         self._replicated = NamedSharding(self.mesh, P())
         self._batch = NamedSharding(self.mesh, P("data"))
         graphdef, state = nnx.split(model)
-        self.config = model.config
         self._state = jax.device_put(state, self._replicated)
-        self._traced: list[tuple[int, int]] = []
 
         def pure_forward(state, input_ids, attention_mask):  # [B, L], [B, L] -> [B, C]
             self._traced.append(tuple(input_ids.shape))  # runs at trace time only
@@ -96,21 +129,12 @@ class Engine:
 
         def pure_packed(state, input_ids, segment_ids, position_ids, cls_index):
             self._traced.append((*input_ids.shape, cls_index.shape[1]))  # (B, L, S)
-            return nnx.merge(graphdef, state).packed_logits(input_ids, segment_ids,
-                                                            position_ids, cls_index)
+            return packed_forward(nnx.merge(graphdef, state), input_ids, segment_ids,
+                                  position_ids, cls_index)
 
         self._jitted_packed = jax.jit(pure_packed,
                                       in_shardings=(self._replicated, *[self._batch] * 4),
                                       out_shardings=self._batch)
-
-    @property
-    def n_devices(self) -> int:
-        return len(self.devices)
-
-    @property
-    def compiled_shapes(self) -> list[tuple[int, int]]:
-        """The (batch, length) shapes compiled so far, in order of first use."""
-        return list(self._traced)
 
     @property
     def n_compilations(self) -> int:
@@ -136,14 +160,8 @@ class Engine:
         with jax.default_matmul_precision(self.precision):
             return self._jitted(self._state, ids, mask)
 
-    def warmup(self, shapes: Sequence[tuple[int, int]]) -> None:
-        """Compile the given (batch, length) shapes ahead of the first real batch."""
-        for b, length in shapes:
-            ids = np.zeros((b, length), np.int32)
-            self(ids, np.ones_like(ids)).block_until_ready()
 
-
-class PmapEngine:
+class PmapEngine(_CompiledForward):
     """The same forward through `jax.pmap` (one replica per device); a thin entry point.
 
     `jax.pmap` is in maintenance mode: the mesh `Engine` is the main path; this one exists
@@ -153,16 +171,13 @@ class PmapEngine:
     def __init__(self, model: DistilBertForSequenceClassification, *,
                  devices: int | Sequence[jax.Device] | None = None,
                  precision: str = "highest"):
-        self.devices = resolve_devices(devices)
-        self.precision = _check_precision(precision)
+        super().__init__(model, devices, precision)
         graphdef, state = nnx.split(model)
-        self.config = model.config
         n = len(self.devices)
         # one copy per device along a leading axis, laid out as pmap expects its inputs
         stacked = NamedSharding(Mesh(np.asarray(self.devices), ("replica",)), P("replica"))
         self._state = jax.tree.map(
             lambda x: jax.device_put(np.broadcast_to(np.asarray(x), (n, *x.shape)), stacked), state)
-        self._traced: list[tuple[int, int]] = []
 
         def replica_forward(state, input_ids, attention_mask):  # [b, L] per device
             self._traced.append((input_ids.shape[0] * n, input_ids.shape[1]))
@@ -172,18 +187,10 @@ class PmapEngine:
 
         def replica_packed(state, input_ids, segment_ids, position_ids, cls_index):
             self._traced.append((input_ids.shape[0] * n, input_ids.shape[1], cls_index.shape[1]))
-            return nnx.merge(graphdef, state).packed_logits(input_ids, segment_ids,
-                                                            position_ids, cls_index)
+            return packed_forward(nnx.merge(graphdef, state), input_ids, segment_ids,
+                                  position_ids, cls_index)
 
         self._pmapped_packed = jax.pmap(replica_packed, devices=self.devices)
-
-    @property
-    def n_devices(self) -> int:
-        return len(self.devices)
-
-    @property
-    def compiled_shapes(self) -> list[tuple[int, int]]:
-        return list(self._traced)
 
     def run(self, batch: Batch | PackedBatch) -> jax.Array:
         """Dispatch a padded or a packed batch; logits [B, C] or [B, S, C]."""
@@ -207,11 +214,6 @@ class PmapEngine:
         with jax.default_matmul_precision(self.precision):
             out = self._pmapped(self._state, ids, mask)  # [n, B/n, C]
         return out.reshape(b, -1)
-
-    def warmup(self, shapes: Sequence[tuple[int, int]]) -> None:
-        for b, length in shapes:
-            ids = np.zeros((b, length), np.int32)
-            self(ids, np.ones_like(ids)).block_until_ready()
 
 
 def pmap_predict(model: DistilBertForSequenceClassification, input_ids: np.ndarray,
