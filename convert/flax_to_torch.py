@@ -16,7 +16,8 @@ from .mapping import parameter_table
 def flax_to_torch_state(params: ckpt.Params, cfg: DistilBertConfig) -> dict[str, np.ndarray]:
     """Map flat Flax params back to PyTorch keys; every table entry is used exactly once."""
     table = parameter_table(cfg)
-    ckpt._check_keys({e.flax_path for e in table}, set(params), "Flax checkpoint")
+    ckpt.check_keys({e.flax_path for e in table}, set(params),
+                    "Flax checkpoint does not match the config")
     state = {}
     for entry in table:
         array = params[entry.flax_path]

@@ -135,16 +135,8 @@ def torch_to_flax_params(state: dict[str, np.ndarray], cfg: DistilBertConfig, *,
         report.skipped = [k for k in MLM_HEAD_TORCH_KEYS if canon.pop(k, None) is not None]
 
     wanted = [e for e in table if not (fresh_head and is_head(e))]
-    missing = [e.torch_key for e in wanted if e.torch_key not in canon]
-    unexpected = sorted(set(canon) - {e.torch_key for e in wanted})
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing {len(missing)}: {ckpt._some(missing)}")
-        if unexpected:
-            parts.append(f"unexpected {len(unexpected)}: {ckpt._some(unexpected)}")
-        raise CheckpointError("checkpoint tensors do not match a DistilBERT classifier of its "
-                              f"config.json ({'; '.join(parts)})")
+    ckpt.check_keys({e.torch_key for e in wanted}, set(canon),
+                    "checkpoint tensors do not match a DistilBERT classifier of its config.json")
 
     target = np.dtype(_np_dtype(dtype))
     rng = np.random.default_rng(fresh_head_seed)

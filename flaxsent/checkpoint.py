@@ -106,7 +106,7 @@ def model_from_params(cfg: DistilBertConfig, params: Mapping[str, np.ndarray], *
     graphdef, state = nnx.split(model)
     flat = nnx.to_flat_state(state)
     expected = {_path_str(p) for p, _ in flat}
-    _check_keys(expected, set(params), "Flax checkpoint")
+    check_keys(expected, set(params), "Flax checkpoint does not match the config")
     leaves = []
     for path, var in flat:
         key = _path_str(path)
@@ -126,7 +126,8 @@ def params_of(model: DistilBertForSequenceClassification) -> Params:
     return {_path_str(p): np.asarray(jax.device_get(v[...])) for p, v in nnx.to_flat_state(state)}
 
 
-def _check_keys(expected: set[str], got: set[str], what: str) -> None:
+def check_keys(expected: set[str], got: set[str], what: str) -> None:
+    """Raise naming the missing and unexpected keys (a few of each) when the sets differ."""
     missing, extra = sorted(expected - got), sorted(got - expected)
     if missing or extra:
         parts = []
@@ -134,7 +135,7 @@ def _check_keys(expected: set[str], got: set[str], what: str) -> None:
             parts.append(f"missing {len(missing)}: {_some(missing)}")
         if extra:
             parts.append(f"unexpected {len(extra)}: {_some(extra)}")
-        raise CheckpointError(f"{what} does not match the config ({'; '.join(parts)})")
+        raise CheckpointError(f"{what} ({'; '.join(parts)})")
 
 
 def _some(names: list[str], n: int = 5) -> str:
