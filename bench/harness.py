@@ -8,7 +8,6 @@ strategy's logits with PyTorch fp32 on every sentence, and writes the reports.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
 import gc
@@ -35,6 +34,7 @@ from .strategies import (
     FLAX_NAMES,
     NAMES,
     SORTED_BATCHES,
+    SORTED_BATCHES_GPU,
     TORCH_BATCH,
     CompileMeter,
     RunContext,
@@ -105,8 +105,8 @@ class BenchResult:
 
     @property
     def exit_code(self) -> int:
-        """0 when every strategy is within its parity tolerance, else 1."""
-        return 0 if self.parity_ok else 1
+        """0 when every strategy ran and is within its parity tolerance, else 1."""
+        return 0 if self.parity_ok and not self.record["failed_strategies"] else 1
 
 
 def _mode(opts: BenchOptions) -> Mode:
@@ -129,8 +129,13 @@ def _mode(opts: BenchOptions) -> Mode:
     return mode
 
 
-def plan_strategies(opts: BenchOptions, mode: Mode) -> list[Strategy]:
-    """The strategies to run, reference first; torch-sorted comes in its batch-size variants."""
+def plan_strategies(opts: BenchOptions, mode: Mode, accelerator: bool = False,
+                    ) -> list[Strategy]:
+    """The strategies to run, reference first; torch-sorted comes in its batch-size variants.
+
+    On an accelerator (`accelerator`: JAX runs on a GPU or TPU, PyTorch on the GPU when it has
+    one) PyTorch also runs bf16 at its best, and flaxsent fp32 also at default precision.
+    """
     if opts.dtype not in DTYPE_CHOICES:
         raise FlaxsentError(f"--dtype {opts.dtype!r}: choose one of {', '.join(DTYPE_CHOICES)}")
     only = set(opts.only) if opts.only else None
@@ -143,13 +148,18 @@ def plan_strategies(opts: BenchOptions, mode: Mode) -> list[Strategy]:
         return only is None or name in only
 
     out = [Strategy(REFERENCE, batch_size=TORCH_BATCH)]  # always: it is the reference
+    sweep = SORTED_BATCHES_GPU if accelerator else SORTED_BATCHES
     if wanted("torch-sorted"):
-        out += [Strategy("torch-sorted", batch_size=b) for b in SORTED_BATCHES]
+        out += [Strategy("torch-sorted", batch_size=b) for b in sweep]
+        if accelerator and opts.dtype in ("bfloat16", "both"):
+            out += [Strategy("torch-sorted", "bfloat16", batch_size=b) for b in sweep]
     if mode.torch_compile and wanted("torch-compile") or only and "torch-compile" in only:
         out.append(Strategy("torch-compile", batch_size=TORCH_BATCH))
     flax = [n for n in FLAX_NAMES if wanted(n)]
     if opts.dtype in ("float32", "both"):
         out += [Strategy(n) for n in flax]
+        if accelerator:
+            out += [Strategy(n, precision="default") for n in flax if n == "flax-bucketed"]
     if opts.dtype in ("bfloat16", "both"):
         every = mode.bf16_all or opts.dtype == "bfloat16"
         out += [Strategy(n, "bfloat16") for n in flax if every or n == "flax-bucketed"]
@@ -208,14 +218,6 @@ def _perturbed_copy(folder: Path, dst: Path,
     return dst
 
 
-def _precision(strategy: Strategy):
-    """fp32 flaxsent runs (parity included) under 'highest' matmul precision."""
-    if strategy.family == "flax" and strategy.dtype == "float32":
-        import jax
-        return jax.default_matmul_precision("highest")
-    return contextlib.nullcontext()
-
-
 def time_strategy(strategy: Strategy, ctx: RunContext, texts: list[str], lengths: np.ndarray,
                   mode: Mode) -> tuple[dict[str, Any], np.ndarray, list[str]]:
     """Warm up, then time full passes (median); also the strategy's heaviest-batch texts."""
@@ -226,27 +228,26 @@ def time_strategy(strategy: Strategy, ctx: RunContext, texts: list[str], lengths
     lengths_list = lengths.tolist()
     warm_texts = runner.warmup_texts(texts, lengths_list)
     heavy = runner.heaviest_batch(texts, lengths_list)
-    with _precision(strategy):
+    start = time.perf_counter()
+    runner.run(warm_texts)
+    warmup_s = time.perf_counter() - start
+    times: list[float] = []
+    discarded = 0
+    compiled_in_timing = False
+    while True:
+        compiles = meter.count
         start = time.perf_counter()
-        runner.run(warm_texts)
-        warmup_s = time.perf_counter() - start
-        times: list[float] = []
-        discarded = 0
-        compiled_in_timing = False
-        while True:
-            compiles = meter.count
-            start = time.perf_counter()
-            logits, computed = runner.run(texts)
-            seconds = time.perf_counter() - start
-            if meter.count > compiles:  # a shape the warm-up missed: that pass was warm-up
-                if discarded < 2:
-                    discarded += 1
-                    continue
-                compiled_in_timing = True
-            times.append(seconds)
-            if len(times) >= mode.repeats or sum(times) + statistics.median(times) > \
-                    mode.budget_s:
-                break
+        logits, computed = runner.run(texts)
+        seconds = time.perf_counter() - start
+        if meter.count > compiles:  # a shape the warm-up missed: that pass was warm-up
+            if discarded < 2:
+                discarded += 1
+                continue
+            compiled_in_timing = True
+        times.append(seconds)
+        if len(times) >= mode.repeats or sum(times) + statistics.median(times) > \
+                mode.budget_s:
+            break
     record: dict[str, Any] = {
         **strategy.to_dict(),
         "key": strategy.key,
@@ -269,7 +270,7 @@ def time_strategy(strategy: Strategy, ctx: RunContext, texts: list[str], lengths
             compiled_shapes=[list(s) for s in clf.compiled_shapes],
             plan={"boundaries": list(clf.plan.boundaries),
                   "batch_sizes": list(clf.plan.batch_sizes)},
-            precision="highest" if strategy.dtype == "float32" else "engine default")
+            precision=runner.clf.engine.precision)
     record["description"] = describe(strategy, runner.n_devices, ctx.naive_length)
     del runner
     gc.collect()
@@ -326,7 +327,7 @@ def run_harness(opts: BenchOptions) -> BenchResult:
     contention = sysinfo.CpuContention()
     load_before = sysinfo.load_average()
     mode = _mode(opts)
-    strategies = plan_strategies(opts, mode)
+    plan_strategies(opts, mode)  # bad options fail before any model loads
     out_dir = Path(opts.out).expanduser() if opts.out else _default_out()
     if out_dir.exists() and not out_dir.is_dir():
         raise FlaxsentError(f"--out {out_dir}: exists and is not a folder")
@@ -341,6 +342,8 @@ def run_harness(opts: BenchOptions) -> BenchResult:
     from flaxsent.buckets import BucketPlan
     from flaxsent.tokenizer import TextTokenizer
     CompileMeter.get()  # listen before the first compile
+    accelerator = jax.default_backend() != "cpu"
+    strategies = plan_strategies(opts, mode, accelerator)
     n_local = jax.local_device_count()
     if opts.devices is not None and not 1 <= opts.devices <= n_local:
         raise FlaxsentError(
@@ -363,8 +366,9 @@ def run_harness(opts: BenchOptions) -> BenchResult:
                       default_config=opts.model is None and cfg == default_config(opts.quick))
     notes: list[str] = []
 
+    sweep = SORTED_BATCHES_GPU if accelerator else SORTED_BATCHES
     n_probes = sum(1 if s.family == "torch" else 2 for s in strategies
-                   if not (s.name == "torch-sorted" and s.batch_size != SORTED_BATCHES[0]))
+                   if not (s.name == "torch-sorted" and s.batch_size != sweep[0]))
     bar = tqdm(total=len(strategies) + (n_probes if opts.probes else 0), desc="flaxsent bench",
                unit="step", file=sys.stderr, disable=not opts.progress, dynamic_ncols=True)
     records: list[dict[str, Any]] = []
@@ -378,37 +382,41 @@ def run_harness(opts: BenchOptions) -> BenchResult:
             model_info["perturbed_flax_side"] = True
         ctx = RunContext(torch_folder=str(folder), flax_folder=str(flax_folder),
                          naive_length=max(3, int(lengths.max())), dp_devices=opts.devices)
-        variants: list[dict[str, Any]] = []
+        variants: dict[str, list[dict[str, Any]]] = {}  # torch-sorted keys: each batch size
+        failed: list[str] = []
         for strategy in strategies:
             bar.set_postfix_str(f"timing {strategy.key}"
                                 + (f" (batch {strategy.batch_size})" if strategy.batch_size
                                    else ""))
             try:
                 record, out, heavy_texts = time_strategy(strategy, ctx, texts, lengths, mode)
-            except Exception as e:  # noqa: BLE001 - optional: torch.compile needs a toolchain
-                if strategy.name != "torch-compile":
+            except Exception as e:  # noqa: BLE001 - one broken strategy must not lose the rest
+                if strategy.name == REFERENCE:
                     raise
                 first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-                notes.append(f"torch-compile skipped: it failed here ({type(e).__name__}: "
-                             f"{first})")
+                notes.append(f"{strategy.key} (batch {strategy.batch_size}) FAILED here "
+                             f"({type(e).__name__}: {first})")
+                if strategy.name != "torch-compile":  # optional: it needs a toolchain
+                    failed.append(strategy.key)
                 bar.update(2 if opts.probes else 1)
                 continue
             _add_figures(record, len(texts), real_tokens)
             bar.update()
-            if strategy.name == "torch-sorted":  # keep the faster batch size as torch-sorted
-                variants.append(record)
-                best = max(variants, key=lambda r: r["sentences_per_s"])
-                if best is not record:
+            if strategy.name == "torch-sorted":  # keep the fastest batch size as torch-sorted
+                tried = variants.setdefault(strategy.key, [])
+                tried.append(record)
+                if max(tried, key=lambda r: r["sentences_per_s"]) is not record:
                     continue
-                records = [r for r in records if r["key"] != "torch-sorted"]
+                records = [r for r in records if r["key"] != strategy.key]
             records.append(record)
             logits[record["key"]] = out
             heavy[record["key"]] = heavy_texts
         for record in records:
-            if record["key"] == "torch-sorted":
+            if record["key"] in variants:
                 record["variants"] = [{"batch_size": v["batch_size"],
                                        "sentences_per_s": v["sentences_per_s"],
-                                       "median_s": v["median_s"]} for v in variants]
+                                       "median_s": v["median_s"]}
+                                      for v in variants[record["key"]]]
             if record["family"] == "flax" and record["engine_real_tokens"] != real_tokens:
                 notes.append(f"{record['key']}: the engine counted {record['engine_real_tokens']}"
                              f" real tokens, the bench {real_tokens}")
@@ -417,7 +425,8 @@ def run_harness(opts: BenchOptions) -> BenchResult:
         for record in records:
             probe = None
             if opts.probes:
-                strategy = Strategy(record["name"], record["dtype"], record["batch_size"])
+                strategy = Strategy(record["name"], record["dtype"], record["batch_size"],
+                                    record["precision"])
                 bar.set_postfix_str(f"cold start {record['key']}")
                 probe = probe_strategy(strategy, ctx, texts[0], heavy[record["key"]])
                 bar.update(1 if strategy.family == "torch" else 2)
@@ -436,8 +445,9 @@ def run_harness(opts: BenchOptions) -> BenchResult:
             record["parity"] = {"reference": True, "parity_ok": True, "max_abs": 0.0,
                                 "mean_abs": 0.0, "argmax_agreement": 1.0, "per_bucket": []}
         else:
+            tolerance = record["dtype"] if record["precision"] == "highest" else "bfloat16"
             record["parity"] = parity.compare(reference, logits[record["key"]], buckets,
-                                              boundaries, record["dtype"])
+                                              boundaries, tolerance)
         record["parity_ok"] = record["parity"]["parity_ok"]
     if mode.budget_s < math.inf and any(r["repeats"] < mode.repeats for r in records):
         notes.append(f"repeats stop once a strategy's timed passes would pass {mode.budget_s:g}"
@@ -472,6 +482,7 @@ def run_harness(opts: BenchOptions) -> BenchResult:
         "tolerances": parity.TOLERANCES,
         "strategies": records,
         "parity_ok": all(r["parity_ok"] for r in records),
+        "failed_strategies": failed,
         "main_process_peak_rss_mb": sysinfo.peak_rss_mb(),
         "notes": notes,
     }

@@ -38,6 +38,13 @@ def _runs(r: dict[str, Any]) -> str:
     return f"{len(times)} ({secs(min(times))}–{secs(max(times))} s)"
 
 
+def _dtype_cell(r: dict[str, Any]) -> str:
+    """'fp32', 'bf16', or 'fp32 (default prec.)' for float32 at the backend's fast precision."""
+    if r["dtype"] == "bfloat16":
+        return "bf16"
+    return "fp32" if r.get("precision", "highest") == "highest" else "fp32 (default prec.)"
+
+
 def _parity_cell(r: dict[str, Any]) -> str:
     p = r["parity"]
     if p.get("reference"):
@@ -54,7 +61,7 @@ def table(record: dict[str, Any]) -> str:
         ref = p.get("reference")
         name = r["name"] + (f" (b{r['batch_size']})" if r.get("batch_size") else "")
         cells = [
-            name, "bf16" if r["dtype"] == "bfloat16" else "fp32", str(r["n_devices"]),
+            name, _dtype_cell(r), str(r["n_devices"]),
             _runs(r), _num(r["sentences_per_s"], ".1f"),
             _num(r["real_tokens_per_s"], ",.0f"), _num(100 * r["padding_efficiency"], ".0f") + "%",
             _pair(r["compile_cold_s"], r["compile_warm_s"]),
@@ -108,7 +115,8 @@ def legend(record: dict[str, Any]) -> str:
         "'dev': peak accelerator memory where the backend reports it.",
         f"parity vs {record['settings']['reference']} (PyTorch fp32) on every sentence: fp32 "
         f"FAILs past max |Δlogit| {FP32_MAX_ABS:g}; bf16 FAILs past max |Δlogit| "
-        f"{BF16_MAX_ABS:g} or argmax agreement below 99%.",
+        f"{BF16_MAX_ABS:g} or argmax agreement below 99%, as does fp32 at default precision "
+        "(TF32 on NVIDIA GPUs, bf16 passes on TPUs).",
     ]
     items += record.get("notes", [])
     return "\n".join(f"- {item}" for item in items)
@@ -118,6 +126,8 @@ def markdown(record: dict[str, Any]) -> str:
     """The stdout report: header, table, legend."""
     verdict = "all strategies within parity tolerance" if record["parity_ok"] else \
         "PARITY FAILURE: see the FAIL rows"
+    if record.get("failed_strategies"):
+        verdict += "; FAILED to run: " + ", ".join(record["failed_strategies"])
     return "\n\n".join([f"## flaxsent bench — {verdict}", header(record), table(record),
                         legend(record), f"total wall time: {record['wall_s']:.0f} s"])
 

@@ -1,16 +1,28 @@
 #!/usr/bin/env bash
-# Run the flaxsent benchmark on an accelerator host (NVIDIA GPU or Cloud TPU), one command.
+# Run the flaxsent benchmark on an accelerator host (NVIDIA GPU or Cloud TPU), one command,
+# with no package registry needed.
 #
-#   bench/run_on_accelerator.sh            # default run (about 10 minutes on a CPU, less on GPU)
-#   bench/run_on_accelerator.sh --full     # extra options go to `flaxsent bench`
+#   bench/run_on_accelerator.sh                 # the default run (a few minutes on a GPU)
+#   bench/run_on_accelerator.sh --repeats 20    # extra options go to `flaxsent bench`
+#   RESULTS_ROOT=/somewhere bench/run_on_accelerator.sh
 #
-# Installs flaxsent with its bench extras, the JAX build for the accelerator (pinned to the JAX
-# version already installed, so jaxlib and its plugin match), then writes the reports to
-# bench/results/<device>-<UTC date>/ and prints the Markdown table. Exit code: the bench's
-# (0 ok, 1 a parity failure, 2 a usage error).
+# The host must already hold flaxsent's dependencies (jax with its GPU/TPU plugin, flax,
+# torch, transformers, tokenizers, safetensors, matplotlib, tqdm, psutil): accelerator images
+# usually do, and they often reach no package registry. So flaxsent itself is installed with
+# `pip install --no-deps --no-build-isolation -e .` against what is there; wheels carried in
+# `.whl/` (if that folder exists) are installed first into /tmp/flaxsent-site, for anything the
+# image lacks. Nothing is fetched.
+#
+# Then it checks that JAX sees the accelerator (and stops, exit 3, before spending time if it
+# does not), and runs the bench: PyTorch fp32 (the reference) and bf16 at their best, flaxsent
+# fp32 at 'highest' precision (exact, held to 1e-4), fp32 at the backend's default precision
+# (TF32 on NVIDIA GPUs) and bf16. Reports go to $RESULTS_ROOT/<device>-<UTC time>/ (default
+# RESULTS_ROOT: bench/results). Exit code: the bench's (0 ok, 1 a parity failure or a strategy
+# that failed to run, 2 a usage error), 3 when no accelerator is seen, 4 a missing dependency.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+RESULTS_ROOT=${RESULTS_ROOT:-bench/results}
 
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
   accel=gpu
@@ -21,23 +33,46 @@ else
 fi
 echo "== accelerator: $accel" >&2
 
-if [ "$accel" != gpu ]; then
-  # PyPI's Linux torch wheel carries CUDA (gigabytes); a TPU or CPU host needs the CPU build.
-  "$PY" -m pip install --quiet 'torch==2.13.0' --index-url https://download.pytorch.org/whl/cpu
+if compgen -G ".whl/*.whl" >/dev/null; then
+  echo "== installing carried wheels from .whl/" >&2
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/flaxsent-site .whl/*.whl
+  export PYTHONPATH=/tmp/flaxsent-site${PYTHONPATH:+:$PYTHONPATH}
 fi
-"$PY" -m pip install --quiet -e '.[bench]'
-jax_version=$("$PY" -c 'import jax; print(jax.__version__)')
-case "$accel" in
-  gpu) "$PY" -m pip install --quiet "jax[cuda12]==${jax_version}" ;;
-  tpu) "$PY" -m pip install --quiet "jax[tpu]==${jax_version}" ;;
-esac
+"$PY" -m pip install -q --no-deps --no-build-isolation -e . >&2
 
-# the device as JAX sees it, e.g. "NVIDIA-H100-80GB-HBM3" or "TPU-v5-lite"
-device=$("$PY" -c 'import jax; d = jax.devices()[0]; print(d.device_kind if d.platform != "cpu" else "cpu")' \
-  | tr -c 'A-Za-z0-9._\n-' '-' | sed 's/--*/-/g; s/-$//')
-if [ "$accel" != cpu ] && [ "$device" = cpu ]; then
-  echo "== warning: JAX found no $accel (check the driver / libtpu); benchmarking on CPU" >&2
+missing=$("$PY" - <<'EOF'
+import importlib.util
+need = ["jax", "flax", "numpy", "safetensors", "tokenizers", "transformers", "huggingface_hub",
+        "tqdm", "psutil", "torch", "matplotlib"]
+print(" ".join(n for n in need if importlib.util.find_spec(n) is None))
+EOF
+)
+if [ -n "$missing" ]; then
+  echo "== missing on this host: $missing. Carry their wheels in .whl/ (pip download --no-deps" \
+       "--only-binary=:all: -d .whl NAME==VERSION on a machine with a registry) and rerun." >&2
+  exit 4
 fi
-out="bench/results/${device}-$(date -u +%Y%m%dT%H%MZ)"
+
+# the device as JAX sees it, e.g. "NVIDIA-H100-80GB-HBM3" or "TPU-v5-lite"; versions for the log
+device=$("$PY" - <<'EOF'
+import importlib.metadata as md, sys
+import jax
+d = jax.devices()[0]
+names = ["jax", "jaxlib", "flax", "torch", "transformers", "tokenizers"]
+print("== " + ", ".join(f"{n} {md.version(n)}" for n in names)
+      + f"; JAX backend {jax.default_backend()}, {jax.device_count()} x {d.device_kind}",
+      file=sys.stderr)
+print(d.device_kind if d.platform != "cpu" else "cpu")
+EOF
+)
+device=$(echo "$device" | tr -c 'A-Za-z0-9._\n-' '-' | sed 's/--*/-/g; s/-$//')
+if [ "$accel" != cpu ] && [ "$device" = cpu ]; then
+  echo "== JAX found no $accel: check the jax plugin (jax-cuda*-plugin / libtpu) and the" \
+       "driver. Stopping before the benchmark." >&2
+  exit 3
+fi
+
+out="${RESULTS_ROOT}/${device}-$(date -u +%Y%m%dT%H%MZ)"
 echo "== writing $out" >&2
 "$PY" -m flaxsent.bench --out "$out" "$@"   # the same as `flaxsent bench`
