@@ -336,6 +336,12 @@ class OrderedCollector:
                 raise ValueError(f"caller index {pos} was already added")
             self._pending[pos] = row
 
+    def add_placeholder(self, index: int) -> None:
+        """Hold None for a caller index that has no result (an input that was skipped)."""
+        if index < self._next or index in self._pending:
+            raise ValueError(f"caller index {index} was already added")
+        self._pending[index] = None
+
     def pop_ready(self) -> list[np.ndarray]:
         """Remove and return the rows that continue the caller order from the last one popped."""
         ready: list[np.ndarray] = []

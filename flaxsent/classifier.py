@@ -92,7 +92,7 @@ class Classifier:
                 max_batch_size) if pack_length else None
         except ValueError as e:
             raise FlaxsentError(str(e)) from None
-        self.window = window
+        self._window = window
         self.last_run = RunStats()
 
     @classmethod
@@ -117,6 +117,16 @@ class Classifier:
         return cls(model, tokenizer, **options)
 
     # ---- public calls -------------------------------------------------------------------
+
+    @property
+    def window(self) -> int:
+        """Inputs tokenized and batched together: batches never span two windows.
+
+        So the logits of inputs from any multiple of `window` on do not depend on the inputs
+        before it: a resumed or sharded run that starts at such a row computes exactly (bit for
+        bit) what one uninterrupted run computes for those rows.
+        """
+        return self._window
 
     @property
     def compiled_shapes(self) -> list[tuple[int, ...]]:
@@ -171,9 +181,13 @@ class Classifier:
         return self._format(apply(np.asarray(logits, np.float32)), top_k,
                             self._check_top_k(top_k))
 
-    def stream_logits(self, texts: Iterable[str], truncation: bool = True,
-                      ) -> Iterator[np.ndarray]:
-        """Logits [C] per input, in input order; device work overlaps host tokenizing/padding."""
+    def stream_logits(self, texts: Iterable[str | None], truncation: bool = True,
+                      ) -> Iterator[np.ndarray | None]:
+        """Logits [C] per input, in input order; device work overlaps host tokenizing/padding.
+
+        A `None` input (a row that could not be read, say) holds its place: it yields None,
+        costs nothing, and keeps later inputs in the windows they would have had.
+        """
         if isinstance(texts, (str, bytes)):
             raise TypeError("texts must be an iterable of str; wrap a single text in a list")
         stats = RunStats()
@@ -181,7 +195,7 @@ class Classifier:
         start = time.perf_counter()
         collector = OrderedCollector()
         in_flight: collections.deque = collections.deque()
-        encoded = self._encode(iter(texts), truncation, stats)
+        encoded = self._encode(iter(texts), truncation, stats, collector)
         for batch in iter_batches(encoded, self.plan, self.tokenizer.pad_id, self.window,
                                   pack=self.pack_plan):
             in_flight.append((batch, self.engine.run(batch)))
@@ -199,16 +213,21 @@ class Classifier:
 
     # ---- internals ----------------------------------------------------------------------
 
-    def _encode(self, texts: Iterator[str], truncation: bool, stats: RunStats,
-                ) -> Iterator[tuple[int, list[int]]]:
-        """(index, token ids) for every text, tokenized a window at a time (Rust, parallel)."""
+    def _encode(self, texts: Iterator[str | None], truncation: bool, stats: RunStats,
+                collector: OrderedCollector) -> Iterator[tuple[int, list[int]]]:
+        """(index, token ids) for every text, tokenized a window at a time (Rust, parallel);
+        None inputs go straight to the collector as placeholders."""
         offset = 0
         while chunk := list(itertools.islice(texts, self.window)):
-            ids, lengths = self.tokenizer.encode_batch(chunk, truncation=truncation,
-                                                       offset=offset)
+            real = [i for i, text in enumerate(chunk) if text is not None]
+            for i in range(len(chunk)):
+                if chunk[i] is None:
+                    collector.add_placeholder(offset + i)
+            ids, lengths = self.tokenizer.encode_batch([chunk[i] for i in real],
+                                                       truncation=truncation, offset=offset)
             stats.n_truncated += int((lengths > self.tokenizer.max_length).sum())
             stats.n_inputs += len(chunk)
-            yield from zip(range(offset, offset + len(chunk)), ids, strict=True)
+            yield from zip((offset + i for i in real), ids, strict=True)
             offset += len(chunk)
 
     @staticmethod

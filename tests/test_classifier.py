@@ -206,3 +206,19 @@ def test_persistent_cache_makes_a_second_process_warm(tiny_flax, tmp_path):
     subprocess.run([sys.executable, "-c", script.replace("{cache}", "False").replace(
         str(tmp_path / "c"), str(off))], check=True, timeout=300)
     assert not off.exists()
+
+
+def test_none_inputs_hold_their_place(tiny_flax, tmp_path):
+    """A None input yields None and keeps later inputs in the windows (and logits) they had."""
+    clf = Classifier.from_pretrained(tiny_flax, cache_dir=tmp_path, max_batch_tokens=256,
+                                     max_batch_size=8, window=4)
+    texts = _random_texts(11, seed=3)
+    full = clf.logits(texts)
+    holes = list(texts)
+    holes[1] = holes[6] = None
+    got = list(clf.stream_logits(holes))
+    assert len(got) == len(texts)
+    assert got[1] is None and got[6] is None
+    for i in (0, 2, 3, 4, 5, 7, 8, 9, 10):
+        np.testing.assert_allclose(got[i], full[i], atol=1e-6)
+    np.testing.assert_array_equal(np.stack(got[8:]), full[8:])  # a later window: bit for bit
