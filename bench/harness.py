@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from flaxsent.errors import FlaxsentError
+from flaxsent.plan import ShapePlan, batch_budget
 
 from . import parity, report, sysinfo
 from .corpus import CORPUS_STATS_TARGET, generate_corpus, token_length_stats
@@ -219,8 +220,9 @@ def _perturbed_copy(folder: Path, dst: Path,
 
 
 def time_strategy(strategy: Strategy, ctx: RunContext, texts: list[str], lengths: np.ndarray,
-                  mode: Mode) -> tuple[dict[str, Any], np.ndarray, list[str]]:
-    """Warm up, then time full passes (median); also the strategy's heaviest-batch texts."""
+                  mode: Mode) -> tuple[dict[str, Any], np.ndarray, list[str], ShapePlan | None]:
+    """Warm up, then time full passes (median); also the strategy's heaviest-batch texts and,
+    for flaxsent, its shape plan."""
     meter = CompileMeter.get()
     start = time.perf_counter()
     runner = make_runner(strategy, ctx)
@@ -263,18 +265,60 @@ def time_strategy(strategy: Strategy, ctx: RunContext, texts: list[str], lengths
         "discarded_passes": discarded,
         "compiled_during_timing": compiled_in_timing,
     }
+    plan = None
     if strategy.family == "flax":
         clf = runner.clf
+        plan = clf.plan
         record.update(
             engine_real_tokens=int(clf.last_run.real_tokens),
             compiled_shapes=[list(s) for s in clf.compiled_shapes],
-            plan={"boundaries": list(clf.plan.boundaries),
-                  "batch_sizes": list(clf.plan.batch_sizes)},
+            plan=[str(shape) for shape in plan.shapes()],
             precision=runner.clf.engine.precision)
+        if strategy.name == "flax-bucketed":
+            record["per_shape"] = _time_per_shape(runner, texts, lengths, mode)
     record["description"] = describe(strategy, runner.n_devices, ctx.naive_length)
     del runner
     gc.collect()
-    return record, logits, heavy
+    return record, logits, heavy, plan
+
+
+def _time_per_shape(runner, texts: list[str], lengths: np.ndarray, mode: Mode,
+                    ) -> list[dict[str, Any]]:
+    """Throughput of the texts of each shape run alone (median pass), with their padding."""
+    plan = runner.clf.plan
+    shape_of = [plan.shape_for(min(int(n), plan.max_length)) for n in lengths]
+    out = []
+    for shape in plan.shapes():
+        rows = [i for i, s in enumerate(shape_of) if s == shape]
+        if not rows:
+            continue
+        subset = [texts[i] for i in rows]
+        times = []
+        while True:
+            start = time.perf_counter()
+            _, computed = runner.run(subset)
+            times.append(time.perf_counter() - start)
+            if len(times) >= min(mode.repeats, 3) or sum(times) > mode.budget_s / 4:
+                break
+        real = int(np.minimum(lengths[rows], plan.max_length).sum())
+        median = statistics.median(times)
+        out.append({"shape": str(shape), "packed": shape.packed, "n": len(rows),
+                    "batches": runner.clf.last_run.n_batches, "sentences_per_s": len(rows) / median,
+                    "real_tokens_per_s": real / median, "padding_efficiency": real / computed})
+    return out
+
+
+def shape_groups(plan: ShapePlan, lengths: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Each sentence's shape (an index) in `plan`, and a label per shape, for parity tables."""
+    shapes = plan.shapes()
+    labels, low = [], 1
+    for shape in shapes:
+        kind = "packed" if shape.packed else "bucket"
+        labels.append(f"{kind} {shape} ({low}-{shape.length} tok)")
+        low = shape.length + 1
+    index = {shape: i for i, shape in enumerate(shapes)}
+    groups = np.array([index[plan.shape_for(min(int(n), plan.max_length))] for n in lengths])
+    return groups, labels
 
 
 def _jax_backend() -> str:
@@ -339,7 +383,6 @@ def run_harness(opts: BenchOptions) -> BenchResult:
     from transformers.utils import logging as hf_logging
 
     from flaxsent import checkpoint as ckpt
-    from flaxsent.buckets import BucketPlan
     from flaxsent.tokenizer import TextTokenizer
     CompileMeter.get()  # listen before the first compile
     accelerator = jax.default_backend() != "cpu"
@@ -383,13 +426,15 @@ def run_harness(opts: BenchOptions) -> BenchResult:
         ctx = RunContext(torch_folder=str(folder), flax_folder=str(flax_folder),
                          naive_length=max(3, int(lengths.max())), dp_devices=opts.devices)
         variants: dict[str, list[dict[str, Any]]] = {}  # torch-sorted keys: each batch size
+        default_plan = None  # the plan flax-bucketed ran (parity is reported per its shapes)
         failed: list[str] = []
         for strategy in strategies:
             bar.set_postfix_str(f"timing {strategy.key}"
                                 + (f" (batch {strategy.batch_size})" if strategy.batch_size
                                    else ""))
             try:
-                record, out, heavy_texts = time_strategy(strategy, ctx, texts, lengths, mode)
+                record, out, heavy_texts, plan = time_strategy(strategy, ctx, texts, lengths,
+                                                               mode)
             except Exception as e:  # noqa: BLE001 - one broken strategy must not lose the rest
                 if strategy.name == REFERENCE:
                     raise
@@ -411,6 +456,8 @@ def run_harness(opts: BenchOptions) -> BenchResult:
             records.append(record)
             logits[record["key"]] = out
             heavy[record["key"]] = heavy_texts
+            if strategy.name == "flax-bucketed" and strategy.dtype == "float32":
+                default_plan = plan
         for record in records:
             if record["key"] in variants:
                 record["variants"] = [{"batch_size": v["batch_size"],
@@ -434,20 +481,20 @@ def run_harness(opts: BenchOptions) -> BenchResult:
             if record["probe_error"]:
                 notes.append(f"{record['key']}: cold-start probe failed: {record['probe_error']}")
 
-    # parity against PyTorch fp32, per bucket of the engine's default plan
-    bucketed = next((r for r in records if r["name"] == "flax-bucketed"), None)
-    boundaries = bucketed["plan"]["boundaries"] if bucketed else \
-        list(BucketPlan.build(limit).boundaries)
-    buckets = parity.assign_buckets(lengths, boundaries)
+    # parity against PyTorch fp32, per shape of the engine's default plan
+    if default_plan is None:
+        default_plan = ShapePlan.build(limit, max_batch_tokens=batch_budget(jax.default_backend(),
+                                                                            1))
+    groups, labels = shape_groups(default_plan, lengths)
     reference = logits[REFERENCE]
     for record in records:
         if record["key"] == REFERENCE:
             record["parity"] = {"reference": True, "parity_ok": True, "max_abs": 0.0,
-                                "mean_abs": 0.0, "argmax_agreement": 1.0, "per_bucket": []}
+                                "mean_abs": 0.0, "argmax_agreement": 1.0, "per_shape": []}
         else:
             tolerance = record["dtype"] if record["precision"] == "highest" else "bfloat16"
-            record["parity"] = parity.compare(reference, logits[record["key"]], buckets,
-                                              boundaries, tolerance)
+            record["parity"] = parity.compare(reference, logits[record["key"]], groups,
+                                              labels, tolerance)
         record["parity_ok"] = record["parity"]["parity_ok"]
     if mode.budget_s < math.inf and any(r["repeats"] < mode.repeats for r in records):
         notes.append(f"repeats stop once a strategy's timed passes would pass {mode.budget_s:g}"
@@ -478,7 +525,7 @@ def run_harness(opts: BenchOptions) -> BenchResult:
         "corpus": corpus,
         "settings": {"dtype": opts.dtype, "devices": opts.devices, "probes": opts.probes,
                      "reference": REFERENCE, "threads": os.cpu_count(),
-                     "bucket_boundaries": boundaries},
+                     "plan": [str(shape) for shape in default_plan.shapes()]},
         "tolerances": parity.TOLERANCES,
         "strategies": records,
         "parity_ok": all(r["parity_ok"] for r in records),

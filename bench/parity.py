@@ -1,4 +1,4 @@
-"""Parity of a strategy's logits against the PyTorch fp32 reference: overall and per bucket."""
+"""Parity of a strategy's logits against the PyTorch fp32 reference: overall and per shape."""
 
 from __future__ import annotations
 
@@ -16,21 +16,6 @@ TOLERANCES = {
 }
 
 
-def bucket_labels(boundaries: Sequence[int]) -> list[str]:
-    """'<=16', '17-32', ... for a plan's boundaries."""
-    labels, low = [], 1
-    for b in boundaries:
-        labels.append(f"<={b}" if low == 1 else f"{low}-{b}")
-        low = b + 1
-    return labels
-
-
-def assign_buckets(lengths: Sequence[int], boundaries: Sequence[int]) -> np.ndarray:
-    """Index of the smallest boundary that holds each length (longer ones: the last bucket)."""
-    idx = np.searchsorted(np.asarray(boundaries), np.asarray(lengths), side="left")
-    return np.minimum(idx, len(boundaries) - 1)
-
-
 def _stats(delta: np.ndarray, agree: np.ndarray) -> dict[str, float]:
     return {"n": int(delta.shape[0]),
             "max_abs": float(delta.max()) if delta.size else 0.0,
@@ -38,9 +23,12 @@ def _stats(delta: np.ndarray, agree: np.ndarray) -> dict[str, float]:
             "argmax_agreement": float(agree.mean()) if agree.size else 1.0}
 
 
-def compare(reference: np.ndarray, logits: np.ndarray, buckets: np.ndarray,
-            boundaries: Sequence[int], dtype: str) -> dict[str, Any]:
-    """max / mean |Δlogit| and argmax agreement, overall and per bucket, and the verdict."""
+def compare(reference: np.ndarray, logits: np.ndarray, groups: np.ndarray,
+            labels: Sequence[str], dtype: str) -> dict[str, Any]:
+    """max / mean |Δlogit| and argmax agreement, overall and per group, and the verdict.
+
+    groups [N]: each sentence's group (the shape it ran in), an index into `labels`.
+    """
     reference = np.asarray(reference, np.float64)
     logits = np.asarray(logits, np.float64)
     if reference.shape != logits.shape:
@@ -50,16 +38,15 @@ def compare(reference: np.ndarray, logits: np.ndarray, buckets: np.ndarray,
     agree = logits.argmax(axis=1) == reference.argmax(axis=1)  # [N]
     finite = bool(np.isfinite(logits).all())
     overall = _stats(delta, agree)
-    per_bucket = []
-    for i, label in enumerate(bucket_labels(boundaries)):
-        rows = buckets == i
+    per_shape = []
+    for i, label in enumerate(labels):
+        rows = groups == i
         if rows.any():
-            per_bucket.append({"bucket": label, "boundary": int(boundaries[i]),
-                               **_stats(delta[rows], agree[rows])})
+            per_shape.append({"shape": label, **_stats(delta[rows], agree[rows])})
     if dtype == "float32":
         ok = finite and overall["max_abs"] <= FP32_MAX_ABS
     else:
         ok = finite and overall["max_abs"] <= BF16_MAX_ABS \
             and overall["argmax_agreement"] >= BF16_MIN_ARGMAX
-    return {**overall, "finite": finite, "per_bucket": per_bucket, "tolerance": TOLERANCES[dtype],
+    return {**overall, "finite": finite, "per_shape": per_shape, "tolerance": TOLERANCES[dtype],
             "parity_ok": bool(ok)}

@@ -132,22 +132,36 @@ def markdown(record: dict[str, Any]) -> str:
                         legend(record), f"total wall time: {record['wall_s']:.0f} s"])
 
 
-def bucket_table(record: dict[str, Any]) -> str:
-    """max |Δlogit| per bucket (rows) and strategy (columns)."""
+def shape_table(record: dict[str, Any]) -> str:
+    """max |Δlogit| per shape the sentences ran in (rows) and strategy (columns)."""
     rows = [r for r in record["strategies"] if not r["parity"].get("reference")]
-    buckets: dict[str, int] = {}
+    shapes: dict[str, int] = {}
     for r in rows:
-        for b in r["parity"]["per_bucket"]:
-            buckets.setdefault(b["bucket"], b["n"])
-    lines = ["| bucket (tokens) | n | " + " | ".join(r["key"] for r in rows) + " |",
-             "|---|---:|" + "---:|" * len(rows)]
-    for label, n in buckets.items():
+        for g in r["parity"]["per_shape"]:
+            shapes.setdefault(g["shape"], g["n"])
+    lines = ["| shape (rows x length x texts a row) | n | " + " | ".join(r["key"] for r in rows)
+             + " |", "|---|---:|" + "---:|" * len(rows)]
+    for label, n in shapes.items():
         cells = []
         for r in rows:
-            b = next((b for b in r["parity"]["per_bucket"] if b["bucket"] == label), None)
-            cells.append("–" if b is None else
-                         f"{b['max_abs']:.1e} ({100 * b['argmax_agreement']:.0f}%)")
+            g = next((g for g in r["parity"]["per_shape"] if g["shape"] == label), None)
+            cells.append("–" if g is None else
+                         f"{g['max_abs']:.1e} ({100 * g['argmax_agreement']:.0f}%)")
         lines.append(f"| {label} | {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def shape_speed_table(record: dict[str, Any]) -> str:
+    """flaxsent's default plan, each shape's sentences run alone: speed and padding."""
+    r = next((r for r in record["strategies"] if r.get("per_shape")), None)
+    if r is None:
+        return "(not measured)"
+    lines = ["| shape | kind | sentences | batches | sent/s | real tok/s | pad eff |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for g in r["per_shape"]:
+        lines.append(f"| {g['shape']} | {'packed' if g['packed'] else 'bucket'} | {g['n']} | "
+                     f"{g['batches']} | {g['sentences_per_s']:.1f} | "
+                     f"{g['real_tokens_per_s']:,.0f} | {100 * g['padding_efficiency']:.0f}% |")
     return "\n".join(lines)
 
 
@@ -170,13 +184,15 @@ def results_md(record: dict[str, Any]) -> str:
     return "\n\n".join([
         markdown(record),
         "### strategies", describe_rows(record),
-        "### parity per bucket: max |Δlogit| (argmax agreement)", bucket_table(record),
+        "### flaxsent's shapes: each shape's sentences alone (flax-bucketed, fp32)",
+        shape_speed_table(record),
+        "### parity per shape: max |Δlogit| (argmax agreement)", shape_table(record),
         f"created {record['created_utc']} by `{record['command']}`",
     ]) + "\n"
 
 
 def chart(record: dict[str, Any], path: Path) -> None:
-    """Throughput per strategy (red: parity failure) and max |Δlogit| per bucket."""
+    """Throughput per strategy (red: parity failure) and max |Δlogit| per shape."""
     import matplotlib
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
@@ -204,10 +220,11 @@ def chart(record: dict[str, Any], path: Path) -> None:
 
     floor = 1e-9
     for r in rows:
-        per = r["parity"].get("per_bucket") or []
+        per = r["parity"].get("per_shape") or []
         if not per:
             continue
-        xs = [f"{b['bucket']}\nn={b['n']}" for b in per]
+        xs = [f"{b['shape'].split(' (')[0]}\n{b['shape'].split(' (')[-1][:-1]}, n={b['n']}"
+              for b in per]
         ys = [max(b["max_abs"], floor) for b in per]
         style = "--" if r["dtype"] == "bfloat16" else "-"
         ax2.plot(xs, ys, style, marker="o", label=r["key"],
@@ -218,9 +235,9 @@ def chart(record: dict[str, Any], path: Path) -> None:
         ax2.axhline(BF16_MAX_ABS, color="k", lw=0.8, ls="-.")
         ax2.text(0, BF16_MAX_ABS, " bf16 tolerance", fontsize=7, va="bottom")
     ax2.set_yscale("log")
-    ax2.set_xlabel("bucket (tokens)")
+    ax2.set_xlabel("shape the sentences ran in (default plan)")
     ax2.set_ylabel(f"max |Δlogit| vs PyTorch fp32 (floor {floor:g})")
-    ax2.set_title("parity per bucket", fontsize=9)
+    ax2.set_title("parity per shape", fontsize=9)
     if ax2.get_legend_handles_labels()[0]:
         ax2.legend(fontsize=7)
     m = record["model"]

@@ -260,13 +260,11 @@ class FlaxRunner:
         return logits, int(self.clf.last_run.computed_tokens)
 
     def warmup_texts(self, texts: Sequence[str], lengths: Sequence[int]) -> list[str]:
-        """The shortest and longest text of every bucket the corpus uses: every shape it needs."""
+        """The shortest and longest text of every shape the corpus uses: every shape it needs."""
         plan = self.clf.plan
-        limit = plan.boundaries[-1]
-        chosen: dict[int, list[int]] = {}
+        chosen: dict[Any, list[int]] = {}
         for i, n in enumerate(lengths):
-            b = plan.bucket_index(min(int(n), limit))
-            lo_hi = chosen.setdefault(b, [i, i])
+            lo_hi = chosen.setdefault(plan.shape_for(min(int(n), plan.max_length)), [i, i])
             if n < lengths[lo_hi[0]]:
                 lo_hi[0] = i
             if n > lengths[lo_hi[1]]:

@@ -16,11 +16,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import checkpoint as ckpt
-from .buckets import BucketPlan, OrderedCollector, iter_batches
 from .engine import Engine, PmapEngine, enable_compilation_cache
 from .errors import FlaxsentError
 from .model import DistilBertForSequenceClassification
-from .packing import PackPlan
+from .plan import (
+    DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_PACK_LENGTH,
+    Batch,
+    OrderedCollector,
+    ShapePlan,
+    batch_budget,
+)
 from .tokenizer import TextTokenizer
 
 log = logging.getLogger("flaxsent")
@@ -28,10 +34,6 @@ log = logging.getLogger("flaxsent")
 FUNCTIONS = ("softmax", "sigmoid", "none")
 BACKENDS = ("mesh", "pmap")
 _IN_FLIGHT = 2  # batches dispatched ahead of the one being collected
-# Default token budget of one batch, per device. CPU: measured on the 2-core dev machine
-# (full-size model, packed rows of 128): 1024 -> 2,236-2,320 real tokens/s, 2048 -> 1,984,
-# 4096 -> 1,426 (smaller batches stay in cache). GPUs and TPUs want large batches.
-BATCH_TOKENS_PER_DEVICE = {"cpu": 1024, "accelerator": 16384}
 
 
 @dataclasses.dataclass
@@ -51,14 +53,15 @@ class RunStats:
 
 
 class Classifier:
-    """A DistilBERT text classifier compiled per bucket shape and run data-parallel."""
+    """A DistilBERT text classifier compiled once per shape of its plan and run data-parallel."""
 
     def __init__(self, model: DistilBertForSequenceClassification, tokenizer: TextTokenizer, *,
                  max_length: int | None = None, boundaries: Sequence[int] | None = None,
-                 max_batch_tokens: int | None = None, max_batch_size: int = 256,
+                 max_batch_tokens: int | None = None,
+                 max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
                  devices: int | Sequence[jax.Device] | None = None,
                  precision: str | None = None, backend: str = "mesh", window: int = 4096,
-                 pack_length: int | None = 128):
+                 pack_length: int | None = DEFAULT_PACK_LENGTH):
         cfg = model.config
         limit = min(tokenizer.model_max_length, cfg.max_position_embeddings)
         if max_length is None:
@@ -80,16 +83,15 @@ class Classifier:
         engine_cls = Engine if backend == "mesh" else PmapEngine
         self.engine = engine_cls(model, devices=devices, precision=precision)
         if max_batch_tokens is None:
-            max_batch_tokens = self.engine.n_devices * BATCH_TOKENS_PER_DEVICE.get(
-                self.engine.devices[0].platform, BATCH_TOKENS_PER_DEVICE["accelerator"])
+            max_batch_tokens = batch_budget(self.engine.devices[0].platform,
+                                            self.engine.n_devices)
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            raise FlaxsentError(f"window={window!r}: must be a positive number of texts")
         try:
-            self.plan = BucketPlan.build(max_length, boundaries, max_batch_tokens=max_batch_tokens,
-                                         device_count=self.engine.n_devices,
-                                         max_batch_size=max_batch_size)
-            # texts up to pack_length tokens share rows (None or 0: plain buckets only)
-            self.pack_plan = PackPlan.build(
-                min(pack_length, max_length), max_batch_tokens, self.engine.n_devices,
-                max_batch_size) if pack_length else None
+            self.plan = ShapePlan.build(max_length, boundaries=boundaries,
+                                        max_batch_tokens=max_batch_tokens,
+                                        device_count=self.engine.n_devices,
+                                        max_batch_size=max_batch_size, pack_length=pack_length)
         except ValueError as e:
             raise FlaxsentError(str(e)) from None
         self._window = window
@@ -102,7 +104,7 @@ class Classifier:
         """Load a converted Flax folder, or an HF PyTorch folder / Hub id (converted in memory).
 
         options: max_length, boundaries, max_batch_tokens, max_batch_size, devices, precision,
-        backend ('mesh' or 'pmap'), window.
+        backend ('mesh' or 'pmap'), window, pack_length.
         """
         if dtype not in ("float32", "bfloat16"):
             raise FlaxsentError(f"dtype {dtype!r}: choose float32 or bfloat16")
@@ -129,27 +131,17 @@ class Classifier:
         return self._window
 
     @property
-    def compiled_shapes(self) -> list[tuple[int, ...]]:
-        """Shapes compiled so far: (batch, length) per bucket, (rows, length, slots) packed."""
+    def compiled_shapes(self) -> list[tuple[int, int, int]]:
+        """(rows, length, slots) of every shape compiled so far, in order of first use."""
         return self.engine.compiled_shapes
 
-    def shapes(self) -> list[tuple[int, ...]]:
+    def shapes(self) -> list[tuple[int, int, int]]:
         """Every shape this classifier can compile: the packed one (if on), then the buckets."""
-        if not self.pack_plan:
-            return self.plan.shapes()
-        longer = [s for s in self.plan.shapes() if s[1] > self.pack_plan.row_length]
-        return [self.pack_plan.shape(), *longer]  # shorter texts never reach a bucket
+        return [shape.as_tuple() for shape in self.plan.shapes()]
 
     def warmup(self) -> None:
-        """Compile every shape in `shapes()` before real traffic, with one dummy text each."""
-        lengths = [2] if self.pack_plan else []
-        lowest = self.pack_plan.row_length if self.pack_plan else 0
-        for i, boundary in enumerate(self.plan.boundaries):
-            previous = self.plan.boundaries[i - 1] if i else 0
-            if boundary > lowest:  # the shortest text that lands in this bucket
-                lengths.append(max(previous, lowest) + 1)
-        encoded = ((i, [self.tokenizer.cls_id] * n) for i, n in enumerate(lengths))
-        for batch in iter_batches(encoded, self.plan, self.tokenizer.pad_id, pack=self.pack_plan):
+        """Compile every shape in `shapes()` before real traffic (a dummy batch each)."""
+        for batch in self.plan.warmup_batches(self.tokenizer.pad_id):
             np.asarray(self.engine.run(batch))
 
     def logits(self, texts: Iterable[str], truncation: bool = True) -> np.ndarray:
@@ -196,8 +188,7 @@ class Classifier:
         collector = OrderedCollector()
         in_flight: collections.deque = collections.deque()
         encoded = self._encode(iter(texts), truncation, stats, collector)
-        for batch in iter_batches(encoded, self.plan, self.tokenizer.pad_id, self.window,
-                                  pack=self.pack_plan):
+        for batch in self.plan.batches(encoded, self.tokenizer.pad_id, self.window):
             in_flight.append((batch, self.engine.run(batch)))
             stats.n_batches += 1
             stats.real_tokens += batch.real_tokens
@@ -231,7 +222,8 @@ class Classifier:
             offset += len(chunk)
 
     @staticmethod
-    def _collect(item, collector: OrderedCollector) -> list[np.ndarray]:
+    def _collect(item: tuple[Batch, jax.Array], collector: OrderedCollector,
+                 ) -> list[np.ndarray | None]:
         batch, logits = item
         rows = batch.select(np.asarray(logits, dtype=np.float32))  # blocks on this batch only
         collector.add(batch.positions, rows)

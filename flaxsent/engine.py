@@ -1,4 +1,4 @@
-"""The compiled predict: one pure forward, jitted once per (batch, length) shape, data-parallel."""
+"""The compile boundary: one pure forward, jitted once per shape of the plan, data-parallel."""
 
 from __future__ import annotations
 
@@ -13,10 +13,9 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from .buckets import Batch
 from .errors import FlaxsentError
 from .model import DistilBertForSequenceClassification
-from .packing import PackedBatch
+from .plan import Batch
 
 PRECISIONS = ("default", "high", "highest")
 DEFAULT_CACHE_DIR = Path(os.environ.get("FLAXSENT_CACHE_DIR",
@@ -25,15 +24,12 @@ _cache_lock = threading.Lock()
 
 
 def forward(model: DistilBertForSequenceClassification, input_ids: jax.Array,
-            attention_mask: jax.Array) -> jax.Array:
-    """The one pure function the engine compiles: ids [B, L], mask [B, L] -> logits [B, C]."""
-    return model(input_ids, attention_mask)
+            segment_ids: jax.Array, position_ids: jax.Array, cls_index: jax.Array) -> jax.Array:
+    """The one pure function the engine compiles, for every shape of the plan.
 
-
-def packed_forward(model: DistilBertForSequenceClassification, input_ids: jax.Array,
-                   segment_ids: jax.Array, position_ids: jax.Array,
-                   cls_index: jax.Array) -> jax.Array:
-    """Its packed twin: [B, L] ids, segments, positions and [B, S] [CLS] columns -> [B, S, C]."""
+    [B, L] ids, segments, positions and [B, S] [CLS] columns -> logits [B, S, C]; a padded
+    batch is the case S = 1 (see `plan.Batch`).
+    """
     return model.packed_logits(input_ids, segment_ids, position_ids, cls_index)
 
 
@@ -74,39 +70,35 @@ def _check_precision(precision: str) -> str:
 
 
 class _CompiledForward:
-    """What both engines share: devices, precision, the record of traced shapes, warm-up."""
+    """What both engines share: devices, precision and the record of traced shapes."""
 
     def __init__(self, model: DistilBertForSequenceClassification,
                  devices: int | Sequence[jax.Device] | None, precision: str):
         self.devices = resolve_devices(devices)
         self.precision = _check_precision(precision)
         self.config = model.config
-        self._traced: list[tuple[int, ...]] = []  # appended at trace time only
+        self._traced: list[tuple[int, int, int]] = []  # appended at trace time only
 
     @property
     def n_devices(self) -> int:
         return len(self.devices)
 
     @property
-    def compiled_shapes(self) -> list[tuple[int, ...]]:
-        """Shapes compiled so far, in order of first use: (B, L) padded, (B, L, S) packed."""
+    def compiled_shapes(self) -> list[tuple[int, int, int]]:
+        """(rows, length, slots) of every shape compiled so far, in order of first use."""
         return list(self._traced)
 
-    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> jax.Array:
-        raise NotImplementedError
-
-    def warmup(self, shapes: Sequence[tuple[int, int]]) -> None:
-        """Compile the given padded (batch, length) shapes ahead of the first real batch."""
-        for b, length in shapes:
-            ids = np.zeros((b, length), np.int32)
-            self(ids, np.ones_like(ids)).block_until_ready()
+    def _check_rows(self, batch: Batch) -> None:
+        if batch.input_ids.shape[0] % self.n_devices:
+            raise ValueError(f"batch of {batch.input_ids.shape[0]} rows does not split over "
+                             f"{self.n_devices} devices")
 
 
 class Engine(_CompiledForward):
-    """The model's forward, jitted over a 1-axis ('data',) mesh: params replicated, batch sharded.
+    """The forward jitted over a 1-axis ('data',) mesh: params replicated, batch sharded.
 
-    Calls dispatch asynchronously and return a device array; every distinct (batch, length)
-    shape compiles once and is recorded in `compiled_shapes`.
+    `run` dispatches asynchronously and returns a device array; every distinct shape compiles
+    once and is recorded in `compiled_shapes`.
     """
 
     def __init__(self, model: DistilBertForSequenceClassification, *,
@@ -114,51 +106,30 @@ class Engine(_CompiledForward):
                  precision: str = "highest"):
         super().__init__(model, devices, precision)
         self.mesh = Mesh(np.asarray(self.devices), ("data",))
-        self._replicated = NamedSharding(self.mesh, P())
+        replicated = NamedSharding(self.mesh, P())
         self._batch = NamedSharding(self.mesh, P("data"))
         graphdef, state = nnx.split(model)
-        self._state = jax.device_put(state, self._replicated)
+        self._state = jax.device_put(state, replicated)
 
-        def pure_forward(state, input_ids, attention_mask):  # [B, L], [B, L] -> [B, C]
-            self._traced.append(tuple(input_ids.shape))  # runs at trace time only
-            return forward(nnx.merge(graphdef, state), input_ids, attention_mask)
+        def pure_forward(state, input_ids, segment_ids, position_ids, cls_index):
+            self._traced.append((*input_ids.shape, cls_index.shape[1]))  # at trace time only
+            return forward(nnx.merge(graphdef, state), input_ids, segment_ids, position_ids,
+                           cls_index)
 
-        self._jitted = jax.jit(pure_forward,
-                               in_shardings=(self._replicated, self._batch, self._batch),
+        self._jitted = jax.jit(pure_forward, in_shardings=(replicated, *[self._batch] * 4),
                                out_shardings=self._batch)
-
-        def pure_packed(state, input_ids, segment_ids, position_ids, cls_index):
-            self._traced.append((*input_ids.shape, cls_index.shape[1]))  # (B, L, S)
-            return packed_forward(nnx.merge(graphdef, state), input_ids, segment_ids,
-                                  position_ids, cls_index)
-
-        self._jitted_packed = jax.jit(pure_packed,
-                                      in_shardings=(self._replicated, *[self._batch] * 4),
-                                      out_shardings=self._batch)
 
     @property
     def n_compilations(self) -> int:
-        """Executables in the jit caches: len(compiled_shapes) unless something recompiled."""
-        return self._jitted._cache_size() + self._jitted_packed._cache_size()
+        """Executables in the jit cache: len(compiled_shapes) unless something recompiled."""
+        return self._jitted._cache_size()
 
-    def run(self, batch: Batch | PackedBatch) -> jax.Array:
-        """Dispatch a padded or a packed batch; logits [B, C] or [B, S, C] (asynchronously)."""
-        if isinstance(batch, PackedBatch):
-            arrays = (batch.input_ids, batch.segment_ids, batch.position_ids, batch.cls_index)
-            placed = [jax.device_put(a, self._batch) for a in arrays]
-            with jax.default_matmul_precision(self.precision):
-                return self._jitted_packed(self._state, *placed)
-        return self(batch.input_ids, batch.attention_mask)
-
-    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> jax.Array:
-        """Dispatch one padded batch (rows: a multiple of the devices); returns logits [B, C]."""
-        if input_ids.shape[0] % self.n_devices:
-            raise ValueError(f"batch of {input_ids.shape[0]} rows does not split over "
-                             f"{self.n_devices} devices")
-        ids = jax.device_put(np.asarray(input_ids, np.int32), self._batch)
-        mask = jax.device_put(np.asarray(attention_mask, np.int32), self._batch)
+    def run(self, batch: Batch) -> jax.Array:
+        """Dispatch one batch of the plan; logits [B, S, C] (asynchronously)."""
+        self._check_rows(batch)
+        placed = [jax.device_put(a, self._batch) for a in batch.arrays()]
         with jax.default_matmul_precision(self.precision):
-            return self._jitted(self._state, ids, mask)
+            return self._jitted(self._state, *placed)
 
 
 class PmapEngine(_CompiledForward):
@@ -179,41 +150,23 @@ class PmapEngine(_CompiledForward):
         self._state = jax.tree.map(
             lambda x: jax.device_put(np.broadcast_to(np.asarray(x), (n, *x.shape)), stacked), state)
 
-        def replica_forward(state, input_ids, attention_mask):  # [b, L] per device
-            self._traced.append((input_ids.shape[0] * n, input_ids.shape[1]))
-            return forward(nnx.merge(graphdef, state), input_ids, attention_mask)
+        def replica_forward(state, input_ids, segment_ids, position_ids, cls_index):
+            # [B/n, L] per device; the shape recorded is the whole batch's
+            self._traced.append((input_ids.shape[0] * n, input_ids.shape[1], cls_index.shape[1]))
+            return forward(nnx.merge(graphdef, state), input_ids, segment_ids, position_ids,
+                           cls_index)
 
         self._pmapped = jax.pmap(replica_forward, devices=self.devices)
 
-        def replica_packed(state, input_ids, segment_ids, position_ids, cls_index):
-            self._traced.append((input_ids.shape[0] * n, input_ids.shape[1], cls_index.shape[1]))
-            return packed_forward(nnx.merge(graphdef, state), input_ids, segment_ids,
-                                  position_ids, cls_index)
-
-        self._pmapped_packed = jax.pmap(replica_packed, devices=self.devices)
-
-    def run(self, batch: Batch | PackedBatch) -> jax.Array:
-        """Dispatch a padded or a packed batch; logits [B, C] or [B, S, C]."""
-        if not isinstance(batch, PackedBatch):
-            return self(batch.input_ids, batch.attention_mask)
+    def run(self, batch: Batch) -> jax.Array:
+        """Dispatch one batch of the plan; logits [B, S, C]."""
+        self._check_rows(batch)
         n = self.n_devices
-        arrays = (batch.input_ids, batch.segment_ids, batch.position_ids, batch.cls_index)
-        split = [a.reshape(n, a.shape[0] // n, *a.shape[1:]) for a in arrays]  # [n, B/n, ...]
+        split = [a.reshape(n, a.shape[0] // n, *a.shape[1:])  # [n, B/n, ...]
+                 for a in batch.arrays()]
         with jax.default_matmul_precision(self.precision):
-            out = self._pmapped_packed(self._state, *split)  # [n, B/n, S, C]
+            out = self._pmapped(self._state, *split)  # [n, B/n, S, C]
         return out.reshape(batch.input_ids.shape[0], *out.shape[2:])
-
-    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> jax.Array:
-        """Logits [B, C] of a batch whose rows split evenly over the devices."""
-        b, length = input_ids.shape
-        n = self.n_devices
-        if b % n:
-            raise ValueError(f"batch of {b} rows does not split over {n} devices")
-        ids = np.asarray(input_ids, np.int32).reshape(n, b // n, length)  # [n, B/n, L]
-        mask = np.asarray(attention_mask, np.int32).reshape(n, b // n, length)
-        with jax.default_matmul_precision(self.precision):
-            out = self._pmapped(self._state, ids, mask)  # [n, B/n, C]
-        return out.reshape(b, -1)
 
 
 def pmap_predict(model: DistilBertForSequenceClassification, input_ids: np.ndarray,
@@ -235,14 +188,23 @@ def mesh_predict(model: DistilBertForSequenceClassification, input_ids: np.ndarr
 
 
 def _padded_call(engine: Engine | PmapEngine, input_ids, attention_mask) -> np.ndarray:
+    """Logits [B, C] of one ad-hoc padded batch (rows padded to a multiple of the devices),
+    run as the plan's one-text-a-row layout: segments = the mask, positions = 0..L-1."""
     ids = np.asarray(input_ids)
     mask = np.ones_like(ids) if attention_mask is None else np.asarray(attention_mask)
-    b = ids.shape[0]
+    if ids.ndim != 2 or mask.shape != ids.shape:
+        raise ValueError(f"input_ids [B, L] and a mask of the same shape, got {ids.shape} and "
+                         f"{mask.shape}")
+    if not mask[:, 0].all():
+        raise ValueError("attention_mask must keep position 0 ([CLS]) of every row")
+    b, length = ids.shape
     rows = -(-b // engine.n_devices) * engine.n_devices
-    if rows != b:  # filler rows: pad ids, mask on [CLS] only (never an all-zero mask)
-        pad_id = engine.config.pad_token_id
-        ids = np.concatenate([ids, np.full((rows - b, ids.shape[1]), pad_id, ids.dtype)])
-        filler = np.zeros((rows - b, mask.shape[1]), mask.dtype)
-        filler[:, 0] = 1
-        mask = np.concatenate([mask, filler])
-    return np.asarray(engine(ids, mask), dtype=np.float32)[:b]
+    empty = np.zeros((rows - b, length), np.int32)  # filler rows: no text, never read
+    batch = Batch(
+        input_ids=np.concatenate([ids.astype(np.int32), empty + engine.config.pad_token_id]),
+        segment_ids=np.concatenate([(mask != 0).astype(np.int32), empty]),
+        position_ids=np.broadcast_to(np.arange(length, dtype=np.int32), (rows, length)).copy(),
+        cls_index=np.zeros((rows, 1), np.int32),
+        positions=np.arange(b, dtype=np.int64), slots=np.arange(b, dtype=np.int64),
+        real_tokens=int((mask != 0).sum()))
+    return batch.select(np.asarray(engine.run(batch), dtype=np.float32))

@@ -70,7 +70,6 @@ class SelfAttention(nnx.Module):
                  rngs: nnx.Rngs):
         self.n_heads = cfg.n_heads
         self.head_dim = cfg.head_dim
-        self.dtype = dtype
         self.q_lin = _linear(cfg.dim, cfg.dim, dtype, param_dtype, rngs)
         self.k_lin = _linear(cfg.dim, cfg.dim, dtype, param_dtype, rngs)
         self.v_lin = _linear(cfg.dim, cfg.dim, dtype, param_dtype, rngs)

@@ -15,9 +15,16 @@ import pytest
 from flaxsent.bench import parity
 from flaxsent.bench.cli import add_bench_parser, main, run_bench
 from flaxsent.bench.data import load_texts
-from flaxsent.bench.harness import MODES, BenchOptions, plan_strategies, run_harness
+from flaxsent.bench.harness import (
+    MODES,
+    BenchOptions,
+    plan_strategies,
+    run_harness,
+    shape_groups,
+)
 
 from flaxsent.errors import FlaxsentError
+from flaxsent.plan import ShapePlan
 
 pytest.importorskip("torch")  # the PyTorch side is the reference
 pytest.importorskip("matplotlib")
@@ -73,8 +80,9 @@ def test_quick_end_to_end(tmp_path, model_cache, monkeypatch, capsys):
         assert r["compile_cold_s"] > 0 and r["compile_warm_s"] > 0
         assert r["first_result_warm_s"] > 0
         assert r["compiled_shapes"] and not r["compiled_during_timing"]
-        buckets = r["parity"]["per_bucket"]
-        assert buckets and sum(b["n"] for b in buckets) == 64
+        groups = r["parity"]["per_shape"]
+        assert groups and sum(g["n"] for g in groups) == 64
+        assert {g["shape"].split()[1] for g in groups} <= set(r["plan"])
         assert r["parity"]["max_abs"] <= (1e-4 if r["dtype"] == "float32" else 0.1)
 
     png = (out / "chart.png").read_bytes()
@@ -83,7 +91,10 @@ def test_quick_end_to_end(tmp_path, model_cache, monkeypatch, capsys):
     image = matplotlib.image.imread(out / "chart.png")
     assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
     md = (out / "results.md").read_text()
-    assert "| strategy |" in md and "parity per bucket" in md and "random" in md
+    assert "| strategy |" in md and "parity per shape" in md and "random" in md
+    per_shape = rows["flax-bucketed"]["per_shape"]
+    assert sum(g["n"] for g in per_shape) == 64 and all(g["sentences_per_s"] > 0
+                                                        for g in per_shape)
 
 
 def test_perturbed_flax_weights_fail_parity(tmp_path, model_cache):
@@ -196,29 +207,31 @@ def test_default_model_is_cached(model_cache):
 # ---- parity rules -----------------------------------------------------------------------
 
 
-def test_parity_tolerances_and_buckets():
+def test_parity_tolerances_and_shapes():
     ref = np.zeros((4, 2), np.float32)
     ref[:, 0] = 1.0
-    lengths = [5, 20, 40, 100]
-    boundaries = [16, 32, 64, 128]
-    buckets = parity.assign_buckets(lengths, boundaries)
-    assert buckets.tolist() == [0, 1, 2, 3]
+    plan = ShapePlan.build(512, max_batch_tokens=1024)
+    groups, labels = shape_groups(plan, np.array([5, 120, 200, 400]))
+    assert groups.tolist() == [0, 0, 1, 2]
+    assert labels == ["packed 8x128x16 (1-128 tok)", "bucket 4x256x1 (129-256 tok)",
+                      "bucket 2x512x1 (257-512 tok)"]
     near = ref + 5e-5
-    assert parity.compare(ref, near, buckets, boundaries, "float32")["parity_ok"]
+    assert parity.compare(ref, near, groups, labels, "float32")["parity_ok"]
     off = ref.copy()
     off[2, 1] += 2e-4
-    got = parity.compare(ref, off, buckets, boundaries, "float32")
+    got = parity.compare(ref, off, groups, labels, "float32")
     assert not got["parity_ok"] and got["max_abs"] == pytest.approx(2e-4, rel=1e-3)
-    assert [b["bucket"] for b in got["per_bucket"]] == ["<=16", "17-32", "33-64", "65-128"]
-    assert got["per_bucket"][2]["max_abs"] == pytest.approx(2e-4, rel=1e-3)
-    assert got["per_bucket"][0]["max_abs"] == 0.0
-    assert parity.compare(ref, off, buckets, boundaries, "bfloat16")["parity_ok"]
+    assert [g["shape"] for g in got["per_shape"]] == labels
+    assert [g["n"] for g in got["per_shape"]] == [2, 1, 1]
+    assert got["per_shape"][1]["max_abs"] == pytest.approx(2e-4, rel=1e-3)
+    assert got["per_shape"][0]["max_abs"] == 0.0
+    assert parity.compare(ref, off, groups, labels, "bfloat16")["parity_ok"]
     flipped = ref.copy()
     flipped[0] = [0.0, 0.05]  # max |Δ| 1.0 and one argmax flip of four
-    assert not parity.compare(ref, flipped, buckets, boundaries, "bfloat16")["parity_ok"]
+    assert not parity.compare(ref, flipped, groups, labels, "bfloat16")["parity_ok"]
     nan = ref.copy()
     nan[1, 0] = np.nan
-    assert not parity.compare(ref, nan, buckets, boundaries, "bfloat16")["parity_ok"]
+    assert not parity.compare(ref, nan, groups, labels, "bfloat16")["parity_ok"]
 
 
 # ---- --data loaders ---------------------------------------------------------------------
