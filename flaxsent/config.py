@@ -13,10 +13,12 @@ from .errors import ConfigError
 # Keys that define the network: missing ones are errors.
 _REQUIRED = ("vocab_size", "dim", "n_layers", "n_heads", "hidden_dim", "max_position_embeddings")
 
-# Keys with no effect on inference (dropouts, training, bookkeeping written by transformers):
+# Dropout rates: read (training uses them) and written back (transformers always writes them).
+_DROPOUTS = ("dropout", "attention_dropout", "seq_classif_dropout")
+# Keys with no effect on flaxsent (training bookkeeping and settings written by transformers):
 # kept verbatim so `to_hf_dict` round-trips, never interpreted.
 _PASSTHROUGH = frozenset({
-    "architectures", "attention_dropout", "dropout", "qa_dropout", "seq_classif_dropout",
+    "architectures", "qa_dropout",
     "initializer_range", "finetuning_task", "output_past", "tie_weights_", "tie_word_embeddings",
     "transformers_version", "dtype", "torch_dtype", "bos_token_id", "eos_token_id",
     "problem_type", "_name_or_path", "output_hidden_states", "output_attentions",
@@ -33,8 +35,8 @@ _PASSTHROUGH = frozenset({
     "typical_p", "model_name", "name_or_path",
 })
 _LABEL_KEYS = frozenset({"id2label", "label2id", "num_labels", "_num_labels"})
-_INTERPRETED = frozenset({*_REQUIRED, "model_type", "activation", "sinusoidal_pos_embds",
-                          "pad_token_id", "layer_norm_eps"})
+_INTERPRETED = frozenset({*_REQUIRED, *_DROPOUTS, "model_type", "activation",
+                          "sinusoidal_pos_embds", "pad_token_id", "layer_norm_eps"})
 _ACTIVATIONS = ("gelu", "relu")
 
 
@@ -53,7 +55,11 @@ class DistilBertConfig:
     pad_token_id: int = 0
     labels: tuple[str, ...] = ("LABEL_0", "LABEL_1")
     layer_norm_eps: float = 1e-12
-    # Inert HF keys (dropouts, architectures, ...), kept for a faithful `to_hf_dict`.
+    # Training only (HF's defaults): embeddings and FFN outputs, attention weights, the head.
+    dropout: float = 0.1
+    attention_dropout: float = 0.1
+    seq_classif_dropout: float = 0.2
+    # Inert HF keys (architectures, ...), kept for a faithful `to_hf_dict`.
     passthrough: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -71,6 +77,10 @@ class DistilBertConfig:
             raise ConfigError("a classifier needs at least one label")
         if not 0 <= self.pad_token_id < self.vocab_size:
             raise ConfigError(f"pad_token_id {self.pad_token_id} is outside the vocabulary")
+        for name in _DROPOUTS:
+            rate = getattr(self, name)
+            if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
+                raise ConfigError(f"config field '{name}' must be a rate in [0, 1), got {rate!r}")
 
     @property
     def num_labels(self) -> int:
@@ -108,6 +118,7 @@ class DistilBertConfig:
             pad_token_id=0 if hf.get("pad_token_id") is None else int(hf["pad_token_id"]),
             labels=_labels_from_hf(hf),
             layer_norm_eps=float(hf.get("layer_norm_eps", 1e-12)),
+            **{k: hf[k] for k in _DROPOUTS if k in hf},
             passthrough={k: hf[k] for k in hf if k in _PASSTHROUGH},
         )
 
@@ -125,6 +136,7 @@ class DistilBertConfig:
         )
         if self.layer_norm_eps != 1e-12:
             out["layer_norm_eps"] = self.layer_norm_eps
+        out.update({k: getattr(self, k) for k in _DROPOUTS})
         out.setdefault("architectures", ["DistilBertForSequenceClassification"])
         return dict(sorted(out.items()))
 

@@ -26,6 +26,15 @@ def sinusoidal_positions(n_positions: int, dim: int) -> np.ndarray:
     return table.astype(np.float32)
 
 
+def dropout(x: Array, rate: float, key: Array | None) -> Array:
+    """Inverted dropout (zero with probability `rate`, scale the rest); identity when key is None
+    (inference) or rate is 0."""
+    if key is None or rate == 0:
+        return x
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
+
+
 def _layer_norm(cfg: DistilBertConfig, dtype: DType, param_dtype: DType,
                 rngs: nnx.Rngs) -> nnx.LayerNorm:
     # Two-pass variance, as torch computes it; the one-pass form drifts past 1e-5.
@@ -54,13 +63,15 @@ class Embeddings(nnx.Module):
             table = sinusoidal_positions(cfg.max_position_embeddings, cfg.dim)
             self.position_embeddings.embedding[...] = jnp.asarray(table, param_dtype)
         self.layer_norm = _layer_norm(cfg, dtype, param_dtype, rngs)
+        self.dropout_rate = cfg.dropout
 
-    def __call__(self, input_ids: Array, position_ids: Array | None = None) -> Array:
+    def __call__(self, input_ids: Array, position_ids: Array | None = None,
+                 dropout_key: Array | None = None) -> Array:
         if position_ids is None:
             position_ids = jnp.arange(input_ids.shape[1])[None]  # [1, L]
         x = self.word_embeddings(input_ids)  # [B, L, D]
         x = x + self.position_embeddings(position_ids)  # [B, L, D]
-        return self.layer_norm(x)
+        return dropout(self.layer_norm(x), self.dropout_rate, dropout_key)
 
 
 class SelfAttention(nnx.Module):
@@ -70,16 +81,18 @@ class SelfAttention(nnx.Module):
                  rngs: nnx.Rngs):
         self.n_heads = cfg.n_heads
         self.head_dim = cfg.head_dim
+        self.dropout_rate = cfg.attention_dropout
         self.q_lin = _linear(cfg.dim, cfg.dim, dtype, param_dtype, rngs)
         self.k_lin = _linear(cfg.dim, cfg.dim, dtype, param_dtype, rngs)
         self.v_lin = _linear(cfg.dim, cfg.dim, dtype, param_dtype, rngs)
         self.out_lin = _linear(cfg.dim, cfg.dim, dtype, param_dtype, rngs)
 
-    def __call__(self, x: Array, keep: Array, queries: Array | None = None) -> Array:
+    def __call__(self, x: Array, keep: Array, queries: Array | None = None,
+                 dropout_key: Array | None = None) -> Array:
         """Attention of `queries` [B, Q, D] (default: every row of x [B, K, D]) over x.
 
         keep: bool, broadcastable to [B, 1, Q, K]: [B, 1, 1, K] for padding, [B, 1, Q, K] for
-        packed texts. Returns [B, Q, D].
+        packed texts. dropout_key: drop attention weights (training). Returns [B, Q, D].
         """
         queries = x if queries is None else queries
         b, n_keys, d = x.shape
@@ -91,6 +104,7 @@ class SelfAttention(nnx.Module):
         scores = jnp.einsum("BQHD,BKHD->BHQK", q, k).astype(jnp.float32)
         scores = jnp.where(keep, scores, jnp.finfo(jnp.float32).min)
         weights = jax.nn.softmax(scores, axis=-1).astype(v.dtype)  # [B, H, Q, K]
+        weights = dropout(weights, self.dropout_rate, dropout_key)
         context = jnp.einsum("BHQK,BKHD->BQHD", weights, v).reshape(b, n_queries, d)
         return self.out_lin(context)  # [B, Q, D]
 
@@ -101,13 +115,14 @@ class FeedForward(nnx.Module):
     def __init__(self, cfg: DistilBertConfig, *, dtype: DType, param_dtype: DType,
                  rngs: nnx.Rngs):
         self.activation = cfg.activation
+        self.dropout_rate = cfg.dropout
         self.lin1 = _linear(cfg.dim, cfg.hidden_dim, dtype, param_dtype, rngs)
         self.lin2 = _linear(cfg.hidden_dim, cfg.dim, dtype, param_dtype, rngs)
 
-    def __call__(self, x: Array) -> Array:
+    def __call__(self, x: Array, dropout_key: Array | None = None) -> Array:
         h = self.lin1(x)  # [B, L, F]
         h = jax.nn.gelu(h, approximate=False) if self.activation == "gelu" else jax.nn.relu(h)
-        return self.lin2(h)  # [B, L, D]
+        return dropout(self.lin2(h), self.dropout_rate, dropout_key)  # [B, L, D]
 
 
 class TransformerBlock(nnx.Module):
@@ -120,17 +135,19 @@ class TransformerBlock(nnx.Module):
         self.ffn = FeedForward(cfg, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.output_layer_norm = _layer_norm(cfg, dtype, param_dtype, rngs)
 
-    def __call__(self, x: Array, keep: Array, query_index: Array | None = None) -> Array:
+    def __call__(self, x: Array, keep: Array, query_index: Array | None = None,
+                 dropout_key: Array | None = None) -> Array:
         """[B, L, D] -> [B, L, D]; with query_index [B, Q], only those rows: [B, Q, D].
 
         Rows are independent after attention, so when only some outputs are needed (the
-        [CLS] rows, in the last block) the rest are never computed.
+        [CLS] rows, in the last block) the rest are never computed. dropout_key: training.
         """
+        keys = (None, None) if dropout_key is None else jax.random.split(dropout_key)
         queries = None if query_index is None else jnp.take_along_axis(
             x, query_index[:, :, None], axis=1)  # [B, Q, D]
         residual = x if queries is None else queries
-        h = self.sa_layer_norm(residual + self.attention(x, keep, queries))
-        return self.output_layer_norm(h + self.ffn(h))
+        h = self.sa_layer_norm(residual + self.attention(x, keep, queries, keys[0]))
+        return self.output_layer_norm(h + self.ffn(h, keys[1]))
 
 
 class DistilBertForSequenceClassification(nnx.Module):
@@ -146,6 +163,7 @@ class DistilBertForSequenceClassification(nnx.Module):
         ])
         self.pre_classifier = _linear(cfg.dim, cfg.dim, dtype, param_dtype, rngs)
         self.classifier = _linear(cfg.dim, cfg.num_labels, dtype, param_dtype, rngs)
+        self.head_dropout_rate = cfg.seq_classif_dropout
 
     def hidden_states(self, input_ids: Array, attention_mask: Array | None = None) -> list[Array]:
         """The embedding output and every block's output (n_layers + 1 arrays [B, L, D])."""
@@ -158,9 +176,10 @@ class DistilBertForSequenceClassification(nnx.Module):
             states.append(x)
         return states
 
-    def classify(self, cls_hidden: Array) -> Array:
-        """The head on [CLS] states: Linear, ReLU, Linear.  [..., D] -> [..., C] float32"""
+    def classify(self, cls_hidden: Array, dropout_key: Array | None = None) -> Array:
+        """The head on [CLS] states: Linear, ReLU, (dropout), Linear.  [..., D] -> [..., C] f32"""
         h = jax.nn.relu(self.pre_classifier(cls_hidden))
+        h = dropout(h, self.head_dropout_rate, dropout_key)
         return self.classifier(h).astype(jnp.float32)
 
     def __call__(self, input_ids: Array, attention_mask: Array | None = None) -> Array:
@@ -175,25 +194,29 @@ class DistilBertForSequenceClassification(nnx.Module):
         return self.classify(x[:, 0])  # [B, C]
 
     def packed_logits(self, input_ids: Array, segment_ids: Array, position_ids: Array,
-                      cls_index: Array) -> Array:
+                      cls_index: Array, dropout_key: Array | None = None) -> Array:
         """Logits [B, S, C] of several texts packed per row.
 
         segment_ids [B, L]: 1.. per text, 0 for padding (a token attends only inside its text);
         position_ids [B, L]: positions restarting at 0 per text; cls_index [B, S]: where each
         text's [CLS] sits (slots without a text point anywhere and are ignored by the caller).
+        dropout_key: a PRNG key turns the config's dropouts on (training); None is inference.
         """
+        keys = [None] * (self.config.n_layers + 2) if dropout_key is None else \
+            list(jax.random.split(dropout_key, self.config.n_layers + 2))
         segment_ids = jnp.asarray(segment_ids, jnp.int32)
         cls_index = jnp.asarray(cls_index, jnp.int32)
         real_key = segment_ids[:, None, :] > 0  # [B, 1, K]
         keep = (segment_ids[:, :, None] == segment_ids[:, None, :]) & real_key  # [B, L, K]
         x = self.embeddings(jnp.asarray(input_ids, jnp.int32),
-                            jnp.asarray(position_ids, jnp.int32))
-        for block in self.layers[:-1]:
-            x = block(x, keep[:, None])
+                            jnp.asarray(position_ids, jnp.int32), keys[0])
+        for block, key in zip(self.layers[:-1], keys[1:-2], strict=True):
+            x = block(x, keep[:, None], dropout_key=key)
         cls_segment = jnp.take_along_axis(segment_ids, cls_index, axis=1)  # [B, S]
         keep_cls = (cls_segment[:, :, None] == segment_ids[:, None, :]) & real_key  # [B, S, K]
-        x = self.layers[-1](x, keep_cls[:, None], cls_index)  # [B, S, D]: [CLS] rows only
-        return self.classify(x)  # [B, S, C]
+        # [B, S, D]: the last block computes the [CLS] rows only
+        x = self.layers[-1](x, keep_cls[:, None], cls_index, dropout_key=keys[-2])
+        return self.classify(x, keys[-1])  # [B, S, C]
 
 
 def _check_inputs(input_ids, attention_mask) -> tuple[Array, Array]:
