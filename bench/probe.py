@@ -79,6 +79,21 @@ def probe_strategy(strategy: Strategy, ctx: RunContext, first_text: str,
     return {"cold": cold, "warm": warm}
 
 
+def add_probe_figures(record: dict[str, Any], probe: dict[str, Any] | None) -> None:
+    """Flatten `probe_strategy`'s cold/warm figures into a bench record (None: not measured)."""
+    cold = (probe or {}).get("cold") or {}
+    warm = (probe or {}).get("warm") or {}
+    record["probe"] = probe
+    record["compile_cold_s"] = cold.get("compile_s")
+    record["compile_warm_s"] = warm.get("compile_s")
+    record["first_result_cold_s"] = cold.get("first_result_s")
+    record["first_result_warm_s"] = warm.get("first_result_s")
+    record["peak_rss_mb"] = cold.get("peak_rss_mb")
+    record["peak_device_mb"] = cold.get("peak_device_mb")
+    errors = [p["error"] for p in (cold, warm) if p.get("error")]
+    record["probe_error"] = "; ".join(errors) or None
+
+
 def cold_start(spec: dict[str, Any]) -> dict[str, Any]:
     """The child side of `probe_once`: load, first result, every shape once; the figures."""
     launched = spec["launched"]

@@ -251,13 +251,18 @@ class FlaxRunner:
         return self.clf.plan
 
     @property
+    def device(self) -> str:
+        """Where flaxsent runs: 'cpu', 'gpu' or 'tpu'."""
+        import jax
+        return jax.default_backend()
+
+    @property
     def threads(self) -> int | None:
         """XLA's CPU intra-op threads as running (None off the CPU, or where they can't be seen).
 
-        XLA reads them once, when jax starts: the process sets them before (see probe.py).
+        XLA sizes its pool once, when jax starts: the bench and its probes set it before.
         """
-        import jax
-        return xla_cpu_threads() if jax.default_backend() == "cpu" else None
+        return xla_cpu_threads() if self.device == "cpu" else None
 
     def device_peak_mb(self) -> float | None:
         """Peak accelerator memory of the first device, where the backend reports it."""
