@@ -10,20 +10,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from .corpus import generate_corpus
 from .default_model import default_model_folder
-
-
-def peak_rss_mib() -> float:
-    """This process's peak resident memory (VmHWM), MiB."""
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+from .probe import run_child
+from .sysinfo import peak_rss_mb
 
 
 def write_lines(path: Path, n: int, seed: int = 1) -> None:
@@ -34,26 +30,25 @@ def write_lines(path: Path, n: int, seed: int = 1) -> None:
             f.write("\n")
 
 
-def _predict_peak_rss(model: str, input_path: Path, cache_dir: str) -> dict:
+def predict_in_child(spec: dict[str, Any]) -> dict[str, Any]:
+    """`predict_file` over spec['input'] (run in a fresh process): its seconds and peak RSS."""
+    from flaxsent import Classifier
+    from flaxsent.predict import predict_file
+    clf = Classifier.from_pretrained(spec["model"], cache_dir=spec["cache_dir"])
+    clf.warmup()
+    start = time.perf_counter()
+    predict_file(clf, spec["input"], spec["input"] + ".out.jsonl", force=True, progress=False)
+    return {"seconds": time.perf_counter() - start, "peak_rss_mb": peak_rss_mb()}
+
+
+def _predict_peak_rss(model: str, input_path: Path, cache_dir: str) -> dict[str, Any]:
     """Run `predict_file` in a fresh process; its wall time and peak RSS (MiB)."""
-    code = (
-        "import json, resource, sys, time\n"
-        "from flaxsent import Classifier\n"
-        "from flaxsent.predict import predict_file\n"
-        f"clf = Classifier.from_pretrained({model!r}, cache_dir={cache_dir!r})\n"
-        "clf.warmup()\n"
-        "t0 = time.perf_counter()\n"
-        f"predict_file(clf, {str(input_path)!r}, {str(input_path) + '.out.jsonl'!r}, "
-        "force=True, progress=False)\n"
-        "dt = time.perf_counter() - t0\n"
-        # VmHWM, not ru_maxrss: after fork + exec, ru_maxrss starts at the parent's peak
-        "rss = [int(l.split()[1]) for l in open('/proc/self/status')\n"
-        "       if l.startswith('VmHWM:')][0] / 1024\n"
-        "print(json.dumps({'seconds': dt, 'peak_rss_mib': rss}))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
-                         text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    out = run_child(predict_in_child,
+                    {"model": model, "input": str(input_path), "cache_dir": cache_dir},
+                    timeout_s=None)  # a big file takes as long as it takes
+    if "error" in out:
+        raise RuntimeError(f"predict over {input_path.name} failed in its process: {out['error']}")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,9 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         "in_memory_sentences_per_s": args.lines / in_memory_s,
         "predict_sentences_per_s": args.lines / big_run["seconds"],
         "predict_vs_in_memory": in_memory_s / big_run["seconds"],
-        "predict_peak_rss_mib": {str(args.small_lines): small_run["peak_rss_mib"],
-                                 str(args.lines): big_run["peak_rss_mib"]},
-        "in_memory_process_peak_rss_mib": peak_rss_mib(),
+        "predict_peak_rss_mib": {str(args.small_lines): small_run["peak_rss_mb"],
+                                 str(args.lines): big_run["peak_rss_mb"]},
+        "in_memory_process_peak_rss_mib": peak_rss_mb(),
         "cpu_count": os.cpu_count(),
     }
     text = json.dumps(report, indent=2)

@@ -30,7 +30,7 @@ from . import parity, report, sysinfo
 from .corpus import CORPUS_STATS_TARGET, generate_corpus, token_length_stats
 from .data import load_texts
 from .default_model import default_config, default_model_folder
-from .probe import probe_strategy
+from .probe import add_probe_figures, probe_strategy
 from .strategies import (
     FLAX_NAMES,
     NAMES,
@@ -255,7 +255,8 @@ def time_strategy(strategy: Strategy, ctx: RunContext, texts: list[str], lengths
         "key": strategy.key,
         "family": strategy.family,
         "n_devices": runner.n_devices,
-        "device": getattr(runner, "device", None) or _jax_backend(),
+        "threads": runner.threads,
+        "device": runner.device,
         "setup_s": setup_s,
         "warmup_s": warmup_s,
         "repeats": len(times),
@@ -321,12 +322,6 @@ def shape_groups(plan: ShapePlan, lengths: np.ndarray) -> tuple[np.ndarray, list
     return groups, labels
 
 
-def _jax_backend() -> str:
-    """Where flaxsent ran: 'cpu', 'gpu' or 'tpu'."""
-    import jax
-    return jax.default_backend()
-
-
 def _add_figures(record: dict[str, Any], n_texts: int, real_tokens: int) -> None:
     median = record["median_s"]
     record["sentences_per_s"] = n_texts / median
@@ -336,19 +331,17 @@ def _add_figures(record: dict[str, Any], n_texts: int, real_tokens: int) -> None
         if record["computed_tokens"] else 1.0
 
 
-def _add_probe(record: dict[str, Any], probe: dict[str, Any] | None) -> None:
-    """Flatten the cold/warm probe figures into the record (None where not measured)."""
-    cold = (probe or {}).get("cold") or {}
-    warm = (probe or {}).get("warm") or {}
-    record["probe"] = probe
-    record["compile_cold_s"] = cold.get("compile_s")
-    record["compile_warm_s"] = warm.get("compile_s")
-    record["first_result_cold_s"] = cold.get("first_result_s")
-    record["first_result_warm_s"] = warm.get("first_result_s")
-    record["peak_rss_mb"] = cold.get("peak_rss_mb")
-    record["peak_device_mb"] = cold.get("peak_device_mb")
-    errors = [p["error"] for p in (cold, warm) if p.get("error")]
-    record["probe_error"] = "; ".join(errors) or None
+def _thread_notes(records: list[dict[str, Any]], threads: int) -> list[str]:
+    """A note for each timed pass or probe whose side ran with other than `threads` threads."""
+    notes = []
+    for r in records:
+        probe = r.get("probe") or {}
+        runs = [("timed", r.get("threads")),
+                *((f"{w} probe", (probe.get(w) or {}).get("threads")) for w in ("cold", "warm"))]
+        side = "PyTorch" if r["family"] == "torch" else "XLA's CPU pool"
+        notes += [f"{r['key']} ({where}): {side} ran {seen} threads, not {threads}"
+                  for where, seen in runs if seen not in (None, threads)]
+    return notes
 
 
 def _command() -> str:
@@ -368,6 +361,9 @@ def run_harness(opts: BenchOptions) -> BenchResult:
     """Run the whole benchmark and write results.json, results.md and chart.png."""
     from tqdm import tqdm
     wall = time.perf_counter()
+    # both sides get the cores this process may use; XLA reads its setting when jax starts
+    threads = sysinfo.usable_cores()
+    sysinfo.pin_xla_threads(threads)
     contention = sysinfo.CpuContention()
     load_before = sysinfo.load_average()
     mode = _mode(opts)
@@ -393,7 +389,7 @@ def run_harness(opts: BenchOptions) -> BenchResult:
             f"--devices {opts.devices}: this host has {n_local} local device(s) "
             f"({jax.default_backend()}); on a CPU, simulate more with "
             f"XLA_FLAGS=--xla_force_host_platform_device_count={opts.devices}")
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(threads)
     hf_logging.disable_progress_bar()
 
     cfg = ckpt.read_config(folder)
@@ -424,7 +420,8 @@ def run_harness(opts: BenchOptions) -> BenchResult:
             notes.append("the flaxsent side ran PERTURBED weights (test hook): parity must fail")
             model_info["perturbed_flax_side"] = True
         ctx = RunContext(torch_folder=str(folder), flax_folder=str(flax_folder),
-                         naive_length=max(3, int(lengths.max())), dp_devices=opts.devices)
+                         naive_length=max(3, int(lengths.max())), dp_devices=opts.devices,
+                         threads=threads)
         variants: dict[str, list[dict[str, Any]]] = {}  # torch-sorted keys: each batch size
         default_plan = None  # the plan flax-bucketed ran (parity is reported per its shapes)
         failed: list[str] = []
@@ -477,9 +474,10 @@ def run_harness(opts: BenchOptions) -> BenchResult:
                 bar.set_postfix_str(f"cold start {record['key']}")
                 probe = probe_strategy(strategy, ctx, texts[0], heavy[record["key"]])
                 bar.update(1 if strategy.family == "torch" else 2)
-            _add_probe(record, probe)
+            add_probe_figures(record, probe)
             if record["probe_error"]:
                 notes.append(f"{record['key']}: cold-start probe failed: {record['probe_error']}")
+        notes += _thread_notes(records, threads)
 
     # parity against PyTorch fp32, per shape of the engine's default plan
     if default_plan is None:
@@ -506,7 +504,6 @@ def run_harness(opts: BenchOptions) -> BenchResult:
                      "that one device")
 
     machine = sysinfo.machine_info()
-    machine["torch_threads"] = torch.get_num_threads()
     other = contention.other_share()
     machine.update(load_average_before=load_before, load_average_after=sysinfo.load_average(),
                    other_processes_cpu_share=round(other, 3))
@@ -520,12 +517,16 @@ def run_harness(opts: BenchOptions) -> BenchResult:
         "mode": dataclasses.asdict(mode),
         "machine": machine,
         "machine_label": sysinfo.machine_label(machine),
+        "git": sysinfo.git_state(),
         "versions": sysinfo.versions(),
         "model": model_info,
         "corpus": corpus,
         "settings": {"dtype": opts.dtype, "devices": opts.devices, "probes": opts.probes,
-                     "reference": REFERENCE, "threads": os.cpu_count(),
-                     "plan": [str(shape) for shape in default_plan.shapes()]},
+                     "reference": REFERENCE, "plan": [str(s) for s in default_plan.shapes()],
+                     "threads": threads, "torch_threads": torch.get_num_threads(),
+                     "xla_threads": sysinfo.xla_cpu_threads(),
+                     "xla_threads_set_by": f"{sysinfo.XLA_THREADS_ENV}={threads}"},
+        "reference_logit_scale": parity.logit_scale(reference),
         "tolerances": parity.TOLERANCES,
         "strategies": records,
         "parity_ok": all(r["parity_ok"] for r in records),

@@ -16,6 +16,12 @@ TOLERANCES = {
 }
 
 
+def logit_scale(reference: np.ndarray) -> dict[str, float]:
+    """How large the reference's logits are: a |Δlogit| means little without it."""
+    magnitude = np.abs(np.asarray(reference, np.float64))
+    return {"mean_abs": float(magnitude.mean()), "max_abs": float(magnitude.max())}
+
+
 def _stats(delta: np.ndarray, agree: np.ndarray) -> dict[str, float]:
     return {"n": int(delta.shape[0]),
             "max_abs": float(delta.max()) if delta.size else 0.0,

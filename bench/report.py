@@ -82,8 +82,24 @@ def _torch_device(record: dict[str, Any]) -> str:
                  if r["family"] == "torch"), "cpu")
 
 
+def _threads(record: dict[str, Any]) -> str:
+    """'threads: PyTorch 2, XLA 2 (each given 2, ...)': what each side was given and ran with."""
+    s = record["settings"]
+    xla = s["xla_threads"] if s["xla_threads"] is not None else "?"
+    return (f"threads: PyTorch {s['torch_threads']}, XLA {xla} (each given {s['threads']}, the "
+            f"cores this process may use; XLA via {s['xla_threads_set_by']})")
+
+
+def _code(record: dict[str, Any]) -> str:
+    """The commit the bench ran, and whether tracked files had changed since."""
+    git = record["git"]
+    if git["commit"] is None:
+        return "not a git checkout"
+    return f"commit {git['commit'][:12]}" + (" + uncommitted changes" if git["dirty"] else "")
+
+
 def header(record: dict[str, Any]) -> str:
-    """What ran where: model (random or real weights), corpus, machine, versions."""
+    """What ran where: model (random or real weights), corpus, machine, threads, versions."""
     m, c, v = record["model"], record["corpus"], record["versions"]
     stats = c["length_stats"]
     source = c.get("generator") or f"{c['source']} ({c['format']})"
@@ -93,10 +109,16 @@ def header(record: dict[str, Any]) -> str:
         f"**corpus:** {c['n']} sentences, {source}; tokens/sentence mean {stats['mean']:.1f}, "
         f"median {stats['median']:.0f}, max {stats['max']:.0f}; {c['real_tokens']:,} real "
         f"tokens ([CLS]/[SEP] counted), {c['n_truncated']} truncated",
-        f"**machine:** {record['machine_label']}; PyTorch on {_torch_device(record)} with "
-        f"{record['machine'].get('torch_threads')} threads; {record['machine']['platform']}; "
-        f"python {v['python']}, {lib}, flaxsent {v.get('flaxsent')}",
+        f"**machine:** {record['machine_label']}; PyTorch on {_torch_device(record)}; "
+        f"{_threads(record)}; {record['machine']['platform']}",
+        f"**code:** flaxsent {v.get('flaxsent')} ({_code(record)}); python {v['python']}, {lib}",
     ])
+
+
+def logit_scale(record: dict[str, Any]) -> str:
+    """'mean |logit| 2.31, max 4.02': the scale a |Δlogit| is read against."""
+    scale = record["reference_logit_scale"]
+    return f"mean |logit| {scale['mean_abs']:.3g}, max {scale['max_abs']:.3g}"
 
 
 def legend(record: dict[str, Any]) -> str:
@@ -116,7 +138,9 @@ def legend(record: dict[str, Any]) -> str:
         f"parity vs {record['settings']['reference']} (PyTorch fp32) on every sentence: fp32 "
         f"FAILs past max |Δlogit| {FP32_MAX_ABS:g}; bf16 FAILs past max |Δlogit| "
         f"{BF16_MAX_ABS:g} or argmax agreement below 99%, as does fp32 at default precision "
-        "(TF32 on NVIDIA GPUs, bf16 passes on TPUs).",
+        "(TF32 on NVIDIA GPUs, bf16 passes on TPUs). Read |Δ| against the reference's own "
+        f"logits: {logit_scale(record)} over the corpus (a small |Δ| between near-zero logits "
+        "proves little).",
     ]
     items += record.get("notes", [])
     return "\n".join(f"- {item}" for item in items)
@@ -186,7 +210,8 @@ def results_md(record: dict[str, Any]) -> str:
         "### strategies", describe_rows(record),
         "### flaxsent's shapes: each shape's sentences alone (flax-bucketed, fp32)",
         shape_speed_table(record),
-        "### parity per shape: max |Δlogit| (argmax agreement)", shape_table(record),
+        f"### parity per shape: max |Δlogit| (argmax agreement); reference {logit_scale(record)}",
+        shape_table(record),
         f"created {record['created_utc']} by `{record['command']}`",
     ]) + "\n"
 

@@ -8,13 +8,13 @@ torch and jax are imported inside the runners, so a probe process loads only wha
 from __future__ import annotations
 
 import dataclasses
-import inspect
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .sysinfo import usable_cores, xla_cpu_threads
 
 TORCH_BATCH = 32
 # torch-sorted tries each batch size and reports the fastest (PyTorch at its best)
@@ -76,6 +76,8 @@ class RunContext:
     naive_length: int  # flax-naive pads everything to this (the corpus's longest input)
     dp_devices: int | None = None  # data-parallel strategies: first N local devices (None: all)
     cache_dir: str | None = None  # JAX persistent compilation cache; None: leave it off
+    # threads for each side (PyTorch's intra-op threads, XLA's CPU pool): the same for both
+    threads: int = dataclasses.field(default_factory=usable_cores)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -134,7 +136,7 @@ class TorchRunner:
     def __init__(self, strategy: Strategy, ctx: RunContext):
         import torch
         import transformers
-        torch.set_num_threads(os.cpu_count() or 1)
+        torch.set_num_threads(ctx.threads)
         self.strategy = strategy
         self.torch = torch
         self.batch_size = strategy.batch_size or TORCH_BATCH
@@ -151,6 +153,11 @@ class TorchRunner:
         if strategy.name == "torch-compile":
             self.forward = torch.compile(self.model, dynamic=True)
         self.n_devices = 1
+
+    @property
+    def threads(self) -> int:
+        """PyTorch's intra-op threads, as it reports them."""
+        return self.torch.get_num_threads()
 
     def run(self, texts: Sequence[str]) -> tuple[np.ndarray, int]:
         """Logits [N, C] in input order, and the tokens computed (rows x padded length)."""
@@ -225,12 +232,11 @@ class FlaxRunner:
             model = ckpt.load_model(Path(ctx.flax_folder), dtype=strategy.dtype)
             tokenizer = TextTokenizer.from_folder(ctx.flax_folder)
             length = ctx.naive_length
-            options: dict[str, Any] = dict(boundaries=[length], max_length=length,
-                                           max_batch_size=NAIVE_BATCH,
-                                           max_batch_tokens=NAIVE_BATCH * length, devices=1)
-            if "pack_length" in inspect.signature(Classifier).parameters:
-                options["pack_length"] = None  # naive means plain padding, nothing shared
-            self.clf = Classifier(model, tokenizer, **options)
+            # naive means plain padding to one shape: no buckets, no packing
+            self.clf = Classifier(model, tokenizer, boundaries=[length], max_length=length,
+                                  max_batch_size=NAIVE_BATCH,
+                                  max_batch_tokens=NAIVE_BATCH * length, devices=1,
+                                  pack_length=None)
         else:
             devices = 1 if strategy.name == "flax-bucketed" else ctx.dp_devices
             backend = "pmap" if strategy.name == "flax-pmap-dp" else "mesh"
@@ -243,6 +249,20 @@ class FlaxRunner:
     @property
     def plan(self):
         return self.clf.plan
+
+    @property
+    def device(self) -> str:
+        """Where flaxsent runs: 'cpu', 'gpu' or 'tpu'."""
+        import jax
+        return jax.default_backend()
+
+    @property
+    def threads(self) -> int | None:
+        """XLA's CPU intra-op threads as running (None off the CPU, or where they can't be seen).
+
+        XLA sizes its pool once, when jax starts: the bench and its probes set it before.
+        """
+        return xla_cpu_threads() if self.device == "cpu" else None
 
     def device_peak_mb(self) -> float | None:
         """Peak accelerator memory of the first device, where the backend reports it."""

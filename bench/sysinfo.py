@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import resource
+import subprocess
 import sys
 import time
 from importlib import metadata
@@ -12,6 +13,68 @@ from pathlib import Path
 from typing import Any
 
 PACKAGES = ("jax", "jaxlib", "flax", "torch", "transformers", "tokenizers", "numpy", "flaxsent")
+# XLA's CPU client sizes its intra-op (Eigen) thread pool from this variable when it is created
+# (xla::DefaultThreadPoolSize; the pool gets at least one thread per CPU device). jax has no
+# option for it, and XLA_FLAGS' --xla_cpu_multi_thread_eigen only turns the pool on or off.
+XLA_THREADS_ENV = "PJRT_NPROC"
+_XLA_POOL_THREAD = "tf_XLAEigen"  # the pool's thread name as Linux lists it
+
+
+def usable_cores() -> int:
+    """Cores this process may run on: its CPU affinity (os.cpu_count ignores it), else cpu_count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no sched_getaffinity (macOS, Windows)
+        return os.cpu_count() or 1
+
+
+def pin_xla_threads(n: int) -> None:
+    """Ask XLA's CPU client for `n` intra-op threads, here and in every child process.
+
+    Only a client created afterwards sees it: call before jax starts its backend.
+    """
+    os.environ[XLA_THREADS_ENV] = str(n)
+
+
+def xla_cpu_threads() -> int | None:
+    """Threads in XLA's CPU intra-op pool now, counted by name (Linux); None where unknown."""
+    try:
+        tasks = list(Path("/proc/self/task").iterdir())
+    except OSError:
+        return None
+    count = 0
+    for task in tasks:
+        try:
+            count += (task / "comm").read_text().strip() == _XLA_POOL_THREAD
+        except OSError:  # the thread ended meanwhile
+            continue
+    return count or None
+
+
+def git_state() -> dict[str, Any]:
+    """The commit of the checkout this code runs from, and whether tracked files differ from it.
+
+    Both None outside a git checkout (an installed wheel), or where git is missing.
+    """
+    here = Path(__file__).resolve()
+    unknown: dict[str, Any] = {"commit": None, "dirty": None}
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], capture_output=True, text=True,
+                              timeout=30, cwd=here.parent)
+
+    try:
+        # this file must be tracked there: a wheel inside someone else's repository is not ours
+        if git("ls-files", "--error-unmatch", here.name).returncode != 0:
+            return unknown
+        head, status = git("rev-parse", "HEAD"), git("status", "--porcelain",
+                                                      "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return unknown
+    if head.returncode != 0:
+        return unknown
+    return {"commit": head.stdout.strip(),
+            "dirty": bool(status.stdout.strip()) if status.returncode == 0 else None}
 
 
 def cpu_model() -> str:

@@ -4,30 +4,10 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
-
 from flaxsent import checkpoint as ckpt
-from flaxsent.config import DistilBertConfig
 from flaxsent.errors import CheckpointError
 
-from .mapping import parameter_table
-
-
-def flax_to_torch_state(params: ckpt.Params, cfg: DistilBertConfig) -> dict[str, np.ndarray]:
-    """Map flat Flax params back to PyTorch keys; every table entry is used exactly once."""
-    table = parameter_table(cfg)
-    ckpt.check_keys({e.flax_path for e in table}, set(params),
-                    "Flax checkpoint does not match the config")
-    state = {}
-    for entry in table:
-        array = params[entry.flax_path]
-        if tuple(array.shape) != entry.flax_shape:
-            raise CheckpointError(f"parameter '{entry.flax_path}' has shape {tuple(array.shape)}, "
-                                  f"expected {entry.flax_shape}")
-        if entry.transform == "transpose":
-            array = array.T
-        state[entry.torch_key] = np.ascontiguousarray(array)
-    return state
+from .state_dict import flax_to_torch_state
 
 
 def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, *,

@@ -1,4 +1,8 @@
-"""Where weights come from (local folder or Hub id) and the native Flax checkpoint format."""
+"""Where weights come from (local folder or Hub id) and the native Flax checkpoint format.
+
+An HF PyTorch folder is read here and mapped through `flaxsent.convert.state_dict` (which never
+imports this module), so `load_model` takes either kind of folder.
+"""
 
 from __future__ import annotations
 
@@ -13,10 +17,11 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+
+from flaxsent.convert.state_dict import Params, check_keys, torch_to_flax_params
 
 from .config import DistilBertConfig
 from .errors import CheckpointError
@@ -31,8 +36,6 @@ _HUB_PATTERNS = ["config.json", "*.safetensors", "model.safetensors.index.json",
                  "pytorch_model.bin", "vocab.txt", "tokenizer.json", "tokenizer_config.json",
                  "special_tokens_map.json"]
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-
-Params = dict[str, np.ndarray]  # '/'-joined Flax path -> array
 
 
 def resolve_source(src: str | os.PathLike) -> Path:
@@ -120,28 +123,6 @@ def model_from_params(cfg: DistilBertConfig, params: Mapping[str, np.ndarray], *
     return nnx.merge(graphdef, nnx.from_flat_state(leaves))
 
 
-def params_of(model: DistilBertForSequenceClassification) -> Params:
-    """The model's parameters as flat numpy arrays keyed by '/'-joined path."""
-    state = nnx.state(model, nnx.Param)
-    return {_path_str(p): np.asarray(jax.device_get(v[...])) for p, v in nnx.to_flat_state(state)}
-
-
-def check_keys(expected: set[str], got: set[str], what: str) -> None:
-    """Raise naming the missing and unexpected keys (a few of each) when the sets differ."""
-    missing, extra = sorted(expected - got), sorted(got - expected)
-    if missing or extra:
-        parts = []
-        if missing:
-            parts.append(f"missing {len(missing)}: {_some(missing)}")
-        if extra:
-            parts.append(f"unexpected {len(extra)}: {_some(extra)}")
-        raise CheckpointError(f"{what} ({'; '.join(parts)})")
-
-
-def _some(names: list[str], n: int = 5) -> str:
-    return ", ".join(names[:n]) + (f" (+{len(names) - n} more)" if len(names) > n else "")
-
-
 _SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
                        "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8",
                        "U8": "uint8", "BOOL": "bool"}
@@ -183,6 +164,59 @@ def read_safetensors(path: Path) -> dict[str, np.ndarray]:
                               f"(truncated or corrupt? {e})") from None
 
 
+def read_torch_state_dict(folder: Path) -> dict[str, np.ndarray]:
+    """An HF folder's tensors as numpy: safetensors without torch, .bin with weights_only."""
+    single = folder / TORCH_SAFETENSORS
+    if single.is_file():
+        return read_safetensors(single)
+    index = folder / TORCH_SAFETENSORS_INDEX
+    if index.is_file():
+        return _read_sharded(folder, index)
+    binary = folder / TORCH_BIN
+    if binary.is_file():
+        return _read_torch_bin(binary)
+    raise CheckpointError(f"{folder}: no weights found (looked for {TORCH_SAFETENSORS}, "
+                          f"{TORCH_BIN})")
+
+
+def _read_sharded(folder: Path, index: Path) -> dict[str, np.ndarray]:
+    try:
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    except (OSError, ValueError, KeyError, AttributeError) as e:
+        raise CheckpointError(f"{index}: not a valid safetensors index ({e})") from None
+    state: dict[str, np.ndarray] = {}
+    for shard in shards:
+        state.update(read_safetensors(folder / shard))
+    return state
+
+
+def _read_torch_bin(path: Path) -> dict[str, np.ndarray]:
+    try:
+        import torch
+    except ImportError:
+        raise CheckpointError(
+            f"{path}: reading pytorch_model.bin needs PyTorch (pip install 'flaxsent[torch]'); "
+            "or convert the checkpoint to model.safetensors, which needs no torch") from None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - pickle, zip and OS errors all mean unreadable
+        # torch's own message is many lines and suggests weights_only=False: not ours to echo.
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (truncated, corrupt, "
+                              "or not a plain state dict of tensors)") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: holds a {type(state).__name__}, not a state dict")
+    out = {}
+    for key, tensor in state.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise CheckpointError(f"{path}: entry '{key}' is not a tensor")
+        if tensor.dtype == torch.bfloat16:  # numpy has no native bfloat16
+            import ml_dtypes
+            out[key] = tensor.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+        else:
+            out[key] = tensor.numpy()
+    return out
+
+
 def save_flax_checkpoint(folder: Path, cfg: DistilBertConfig, params: Params) -> None:
     """Write config.json and flax_model.safetensors into an existing folder."""
     from safetensors.numpy import save_file
@@ -215,7 +249,6 @@ def load_model(path: str | os.PathLike, *, dtype=None, param_dtype=None,
     if checkpoint_kind(folder) == "flax":
         params = load_flax_params(folder)
     else:
-        from flaxsent.convert.torch_to_flax import read_torch_state_dict, torch_to_flax_params
         params, _ = torch_to_flax_params(read_torch_state_dict(folder), cfg)
     dtype = stored_dtype(params) if dtype is None else jnp.dtype(dtype)
     return model_from_params(cfg, params, dtype=dtype, param_dtype=param_dtype or dtype,

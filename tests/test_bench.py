@@ -12,7 +12,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from flaxsent.bench import parity
+from flaxsent.bench import parity, probe, sysinfo
 from flaxsent.bench.cli import add_bench_parser, main, run_bench
 from flaxsent.bench.data import load_texts
 from flaxsent.bench.harness import (
@@ -53,6 +53,9 @@ def test_quick_end_to_end(tmp_path, model_cache, monkeypatch, capsys):
     assert code == 0
     assert "| flax-bucketed | fp32 |" in stdout and "| flax-bucketed | bf16 |" in stdout
     assert "weights: **random**" in stdout
+    threads = sysinfo.usable_cores()
+    assert f"threads: PyTorch {threads}, XLA " in stdout
+    assert "reference's own logits: mean |logit| " in stdout
 
     record = json.loads((out / "results.json").read_text())
     for key in ("platform", "cpu_model", "cpu_cores", "ram_gib", "device_kind",
@@ -64,6 +67,11 @@ def test_quick_end_to_end(tmp_path, model_cache, monkeypatch, capsys):
     assert record["model"]["weights"] == "random"
     assert record["corpus"]["n"] == 64 and record["corpus"]["length_stats"]["max"] > 0
     assert record["parity_ok"] is True
+    assert record["settings"]["threads"] == threads == record["settings"]["torch_threads"]
+    assert record["settings"]["xla_threads_set_by"] == f"PJRT_NPROC={threads}"
+    assert set(record["git"]) == {"commit", "dirty"}
+    assert 0 < record["reference_logit_scale"]["mean_abs"] \
+        <= record["reference_logit_scale"]["max_abs"]
 
     rows = {r["key"]: r for r in record["strategies"]}
     assert set(rows) == {"torch-pipeline", "flax-bucketed", "flax-bucketed[bf16]"}
@@ -75,6 +83,9 @@ def test_quick_end_to_end(tmp_path, model_cache, monkeypatch, capsys):
         assert 0 < r["padding_efficiency"] <= 1
         assert r["repeats"] == 1 and r["probe_error"] is None
         assert r["parity_ok"] is True
+        # fresh processes get exactly the bench's threads (XLA's pool is seen on Linux only)
+        seen = threads if r["family"] == "torch" or sys.platform == "linux" else None
+        assert r["probe"]["cold"]["threads"] == seen, key
     for key in ("flax-bucketed", "flax-bucketed[bf16]"):
         r = rows[key]
         assert r["compile_cold_s"] > 0 and r["compile_warm_s"] > 0
@@ -132,7 +143,8 @@ def test_data_parallel_on_eight_devices_matches_one(tmp_path, model_cache):
             "n_devices": {s["key"]: s["n_devices"] for s in r.record["strategies"]},
             "diff": {k: float(np.abs(r.logits[k] - one).max())
                      for k in ("flax-mesh-dp", "flax-pmap-dp")},
-            "parity_ok": r.parity_ok}))
+            "parity_ok": r.parity_ok, "threads": r.record["settings"]["threads"],
+            "notes": r.record["notes"]}))
     """)
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
            "JAX_PLATFORMS": "cpu"}
@@ -145,6 +157,9 @@ def test_data_parallel_on_eight_devices_matches_one(tmp_path, model_cache):
     assert got["n_devices"]["flax-mesh-dp"] == 8 and got["n_devices"]["flax-pmap-dp"] == 8
     assert got["diff"]["flax-mesh-dp"] <= 1e-6 and got["diff"]["flax-pmap-dp"] <= 1e-6
     assert got["parity_ok"] is True
+    if got["threads"] < 8 and sys.platform == "linux":  # XLA keeps a pool thread per device
+        assert any("flax-mesh-dp (timed): XLA's CPU pool ran 8 threads, not "
+                   f"{got['threads']}" in n for n in got["notes"]), got["notes"]
 
 
 # ---- options and command line -----------------------------------------------------------
@@ -204,6 +219,41 @@ def test_default_model_is_cached(model_cache):
     assert {"config.json", "model.safetensors", "vocab.txt"} <= {p.name for p in first.iterdir()}
 
 
+def test_xla_thread_pool_follows_the_setting_not_the_environment():
+    if sys.platform != "linux":
+        pytest.skip("XLA's pool threads are counted through /proc")
+    code = ("from flaxsent.bench import sysinfo\n"
+            "sysinfo.pin_xla_threads(3)\n"
+            "import jax\n"
+            "jax.devices()\n"
+            "print(sysinfo.xla_cpu_threads())\n")
+    env = {**os.environ, "PJRT_NPROC": "1", "JAX_PLATFORMS": "cpu"}
+    env.pop("XLA_FLAGS", None)  # one CPU device: the pool is exactly the setting
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split()[-1] == "3"
+
+
+def test_git_state_without_git(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no git on it
+    assert sysinfo.git_state() == {"commit": None, "dirty": None}
+
+
+def test_git_state_in_a_checkout():
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                          cwd=os.path.dirname(sysinfo.__file__))
+    if head.returncode != 0:
+        pytest.skip("not running from a git checkout")
+    state = sysinfo.git_state()
+    assert state["commit"] == head.stdout.strip() and state["dirty"] in (True, False)
+
+
+def test_child_failure_is_reported_not_raised():
+    out = probe.run_child(probe.cold_start, {})  # no strategy in the spec
+    assert out["error"].startswith("exit 1") and "KeyError" in out["error"]
+
+
 # ---- parity rules -----------------------------------------------------------------------
 
 
@@ -215,6 +265,8 @@ def test_parity_tolerances_and_shapes():
     assert groups.tolist() == [0, 0, 1, 2]
     assert labels == ["packed 8x128x16 (1-128 tok)", "bucket 4x256x1 (129-256 tok)",
                       "bucket 2x512x1 (257-512 tok)"]
+    assert parity.logit_scale(ref - 0.5) == {"mean_abs": 0.5, "max_abs": 0.5}
+    assert parity.logit_scale(2 * ref) == {"mean_abs": 1.0, "max_abs": 2.0}
     near = ref + 5e-5
     assert parity.compare(ref, near, groups, labels, "float32")["parity_ok"]
     off = ref.copy()

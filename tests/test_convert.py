@@ -6,13 +6,10 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from flaxsent.convert.flax_to_torch import export_checkpoint, flax_to_torch_state
+from flaxsent.convert.flax_to_torch import export_checkpoint
 from flaxsent.convert.mapping import parameter_table
-from flaxsent.convert.torch_to_flax import (
-    convert_checkpoint,
-    read_torch_state_dict,
-    torch_to_flax_params,
-)
+from flaxsent.convert.state_dict import flax_to_torch_state, torch_to_flax_params
+from flaxsent.convert.torch_to_flax import convert_checkpoint
 
 from flaxsent import checkpoint as ckpt
 from flaxsent.config import BASE, TINY
@@ -40,7 +37,7 @@ def test_table_matches_transformers_state_dict():
 
 
 def test_every_entry_used_exactly_once_in_both_directions(tiny_hf):
-    state = read_torch_state_dict(tiny_hf)
+    state = ckpt.read_torch_state_dict(tiny_hf)
     cfg = ckpt.read_config(tiny_hf)
     reads = collections.Counter()
 
@@ -142,7 +139,7 @@ def test_num_labels_conflicting_with_existing_head(tiny_hf, tmp_path):
 
 def test_missing_unexpected_and_misshaped_tensors_are_named(tiny_hf):
     cfg = ckpt.read_config(tiny_hf)
-    state = read_torch_state_dict(tiny_hf)
+    state = ckpt.read_torch_state_dict(tiny_hf)
     dropped = dict(state)
     del dropped["distilbert.transformer.layer.1.ffn.lin2.bias"]
     with pytest.raises(CheckpointError, match=r"missing 1: distilbert\.transformer\.layer\.1\."
@@ -160,8 +157,8 @@ def test_round_trip_flax_to_torch_is_exact(tiny_hf, tmp_path):
     convert_checkpoint(tiny_hf, tmp_path / "flax")
     written = export_checkpoint(tmp_path / "flax", tmp_path / "back")
     assert {"config.json", "model.safetensors", "vocab.txt"} <= set(written)
-    original = read_torch_state_dict(tiny_hf)
-    again = read_torch_state_dict(tmp_path / "back")
+    original = ckpt.read_torch_state_dict(tiny_hf)
+    again = ckpt.read_torch_state_dict(tmp_path / "back")
     assert set(original) == set(again)
     for key in original:
         np.testing.assert_array_equal(original[key], again[key], err_msg=key)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 from flax import nnx
-from flaxsent.convert.torch_to_flax import torch_to_flax_params
+from flaxsent.convert.state_dict import torch_to_flax_params
 
 from flaxsent import checkpoint as ckpt
 from flaxsent.config import BASE, TINY, DistilBertConfig
