@@ -1,8 +1,9 @@
 """The embedded default model: DistilBERT-base SST-2 architecture with seeded random weights.
 
 Built locally through transformers (no download), saved once into a cache folder whose name
-hashes everything the weights depend on, and reused by later runs. The weights are random:
-every report says so.
+hashes everything the weights depend on, and reused by later runs. The weights are random (every
+report says so) but scaled so the logits are as large as a trained SST-2 classifier's: a bf16
+|Δlogit| next to logits of 2-4 means what it would mean for the real model.
 """
 
 from __future__ import annotations
@@ -20,7 +21,13 @@ from . import vocab
 
 SEED = 0
 MARKER = "bench_default.json"  # written last: a folder without it is an interrupted build
-_LAYOUT = 1  # bump when the folder's contents change
+_LAYOUT = 2  # bump when the folder's contents change (2: generated vocab, scaled weights)
+# Every weight and bias ~ N(0, INIT_STD^2), LayerNorm scales 1 + N(0, 0.1^2), as in the full-size
+# parity tests: unlike transformers' init (std 0.02), the [CLS] state then depends on the sentence.
+INIT_STD = 0.05
+# The classifier layer (last linear) times this, so mean |logit| on the embedded corpus is about
+# 3, as for the trained model; measured with PyTorch on generate_corpus(872, 0).
+HEAD_GAIN = {False: 2.2, True: 40.0}
 
 
 def default_config(quick: bool = False) -> DistilBertConfig:
@@ -39,13 +46,15 @@ def cache_root() -> Path:
     return (Path(xdg) if xdg else Path.home() / ".cache") / "flaxsent"
 
 
-def _fingerprint(cfg: DistilBertConfig) -> tuple[str, dict]:
+def _fingerprint(cfg: DistilBertConfig, gain: float) -> tuple[str, dict]:
     import torch
     import transformers
     recipe = {
         "config": cfg.to_hf_dict(),
         "seed": SEED,
-        "init": "torch.manual_seed(seed); transformers.DistilBertForSequenceClassification(cfg)",
+        "init": f"transformers.DistilBertForSequenceClassification(cfg), then every parameter "
+                f"redrawn with torch.Generator().manual_seed(seed): N(0, {INIT_STD}^2), LayerNorm "
+                f"scales 1 + N(0, 0.1^2), classifier layer x {gain}",
         "torch": torch.__version__.split("+")[0],
         "transformers": transformers.__version__,
         "vocab_sha256": hashlib.sha256("\n".join(vocab.build_vocab()).encode()).hexdigest(),
@@ -58,7 +67,8 @@ def _fingerprint(cfg: DistilBertConfig) -> tuple[str, dict]:
 def default_model_folder(quick: bool = False, root: str | os.PathLike | None = None) -> Path:
     """The cached HF folder of the default model, built on first use (a few seconds)."""
     cfg = default_config(quick)
-    digest, recipe = _fingerprint(cfg)
+    gain = HEAD_GAIN[quick]
+    digest, recipe = _fingerprint(cfg, gain)
     base = Path(root).expanduser() if root else cache_root()
     folder = base / f"bench-{'tiny' if quick else 'default'}-{digest}"
     if (folder / MARKER).is_file():
@@ -66,7 +76,7 @@ def default_model_folder(quick: bool = False, root: str | os.PathLike | None = N
     base.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=base))
     try:
-        _build(cfg, tmp)
+        _build(cfg, gain, tmp)
         (tmp / MARKER).write_text(json.dumps({"weights": "random", **recipe}, indent=2) + "\n")
         if folder.exists():  # an interrupted build, or another process finished first
             if (folder / MARKER).is_file():
@@ -82,15 +92,27 @@ def default_model_folder(quick: bool = False, root: str | os.PathLike | None = N
     return folder
 
 
-def _build(cfg: DistilBertConfig, folder: Path) -> None:
-    """Save the seeded random PyTorch model and the embedded tokenizer files into `folder`."""
+def _redraw(model, gain: float) -> None:
+    """Every parameter from a seeded generator (see INIT_STD); the classifier layer times `gain`."""
     import torch
+    gen = torch.Generator().manual_seed(SEED)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            noise = torch.randn(p.shape, generator=gen)
+            if name.endswith(("layer_norm.weight", "LayerNorm.weight")):
+                p.copy_(1.0 + 0.1 * noise)
+            else:
+                p.copy_(noise * INIT_STD * (gain if name.startswith("classifier.") else 1.0))
+
+
+def _build(cfg: DistilBertConfig, gain: float, folder: Path) -> None:
+    """Save the seeded random PyTorch model and the embedded tokenizer files into `folder`."""
     import transformers
     from transformers.utils import logging as hf_logging
 
-    torch.manual_seed(SEED)
     model = transformers.DistilBertForSequenceClassification(
         transformers.DistilBertConfig(**cfg.to_hf_dict())).eval()
+    _redraw(model, gain)
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
