@@ -29,7 +29,7 @@ from flaxsent.plan import ShapePlan, batch_budget
 from . import parity, report, sysinfo
 from .corpus import CORPUS_STATS_TARGET, generate_corpus, token_length_stats
 from .data import load_texts
-from .default_model import default_config, default_model_folder
+from .default_model import SEED, default_config, default_model_folder
 from .probe import add_probe_figures, probe_strategy
 from .strategies import (
     FLAX_NAMES,
@@ -174,8 +174,8 @@ def _model_folder(opts: BenchOptions) -> tuple[Path, dict[str, Any]]:
         folder = default_model_folder(quick=opts.quick, root=opts.model_cache)
         size = "tiny (--quick)" if opts.quick else "DistilBERT-base SST-2"
         return folder, {"source": "embedded default", "folder": str(folder), "weights": "random",
-                        "label": f"{size} architecture, seeded random weights (torch seed 0), "
-                                 "NOT a trained model"}
+                        "label": f"{size} architecture, seeded random weights (seed {SEED}, "
+                                 "scaled to logits of about 3), NOT a trained model"}
     folder = ckpt.resolve_source(opts.model)
     kind = ckpt.checkpoint_kind(folder)
     if kind != "torch":
@@ -201,7 +201,7 @@ def _corpus(opts: BenchOptions, mode: Mode) -> tuple[list[str], dict[str, Any]]:
     return texts, {"source": "embedded SST-2-like corpus",
                    "generator": f"flaxsent.bench.corpus.generate_corpus({mode.n_sentences}, "
                                 f"seed={opts.seed})",
-                   "target": {k: v for k, v in CORPUS_STATS_TARGET.items() if k != "ranges"},
+                   "target": dict(CORPUS_STATS_TARGET),
                    "n": len(texts)}
 
 
