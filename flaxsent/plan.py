@@ -351,3 +351,52 @@ class OrderedCollector:
         if index < self._next or index in self._pending:
             raise ValueError(f"caller index {index} was already added")
         self._pending[index] = row
+
+
+@dataclasses.dataclass(frozen=True)
+class StepPlan:
+    """The shapes of training steps: all of a step's examples in one batch.
+
+    Packed: the examples share rows of `length` tokens, and the batch has the fewest rows of a
+    ladder (the device count times 1, 2, 4, ...) that holds them, so a run compiles a handful of
+    shapes. Padded (`packed=False`): one example a row, every step the same shape, as
+    transformers' run_flax_glue.py pads (the comparison the training benchmark makes).
+    """
+
+    length: int  # row length in tokens (the longest example)
+    slots: int  # examples a row at most
+    ladder: tuple[int, ...]  # row counts, increasing
+
+    @classmethod
+    def build(cls, max_length: int, examples: int, device_count: int = 1,
+              packed: bool = True) -> StepPlan:
+        """Shapes for steps of up to `examples` examples of up to `max_length` tokens."""
+        max_length = _check_int("max_length", max_length, 2)
+        examples = _check_int("examples", examples, 1)
+        device_count = _check_int("device_count", device_count, 1)
+        most = -(-examples // device_count) * device_count  # one example a row, rows split evenly
+        if not packed:
+            return cls(length=max_length, slots=1, ladder=(most,))
+        ladder = [device_count]
+        while ladder[-1] < most:
+            ladder.append(min(most, ladder[-1] * 2))
+        return cls(length=max_length, slots=max(1, max_length // 8), ladder=tuple(ladder))
+
+    def shapes(self) -> list[Shape]:
+        """Every shape a step can take."""
+        return [Shape(rows, self.length, self.slots) for rows in self.ladder]
+
+    def batch(self, indices: Sequence[int], arrays: Sequence[np.ndarray], pad_id: int) -> Batch:
+        """One batch holding every example (caller indices, 1-D id arrays) of a step."""
+        for index, ids in zip(indices, arrays, strict=True):
+            if not 1 <= ids.shape[0] <= self.length:
+                raise ValueError(f"example {index} has {ids.shape[0]} tokens; a step takes 1 to "
+                                 f"{self.length}")
+        lengths = np.fromiter((a.shape[0] for a in arrays), np.int64, len(arrays))
+        rows = pack_rows(lengths, self.length, self.slots) if self.slots > 1 else \
+            [[i] for i in range(len(arrays))]
+        fits = [n for n in self.ladder if n >= len(rows)]
+        if not fits:
+            raise ValueError(f"{len(arrays)} examples need {len(rows)} rows; this plan has at "
+                             f"most {self.ladder[-1]}")
+        return fill_batch(Shape(fits[0], self.length, self.slots), rows, indices, arrays, pad_id)
