@@ -123,6 +123,13 @@ def model_from_params(cfg: DistilBertConfig, params: Mapping[str, np.ndarray], *
     return nnx.merge(graphdef, nnx.from_flat_state(leaves))
 
 
+def params_of(model: DistilBertForSequenceClassification) -> Params:
+    """The model's parameters as flat numpy arrays keyed by '/'-joined path (what
+    `save_flax_checkpoint` writes)."""
+    state = nnx.state(model, nnx.Param)
+    return {_path_str(p): np.asarray(v[...]) for p, v in nnx.to_flat_state(state)}
+
+
 _SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
                        "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8",
                        "U8": "uint8", "BOOL": "bool"}

@@ -119,11 +119,11 @@ class TrainStep:
 
             loss, grads = jax.value_and_grad(loss_of)(params)
             updates, opt_state = self.tx.update(grads, opt_state, params)
-            return optax.apply_updates(params, updates), opt_state, loss
+            return optax.apply_updates(params, updates), opt_state, loss, optax.global_norm(grads)
 
         rep, shard = self.replicated, self.batch_sharding
         self._step = jax.jit(step, in_shardings=(rep, rep, *[shard] * 5, rep),
-                             out_shardings=(rep, rep, rep), donate_argnums=(0, 1))
+                             out_shardings=(rep, rep, rep, rep), donate_argnums=(0, 1))
 
     @property
     def n_devices(self) -> int:
@@ -140,9 +140,9 @@ class TrainStep:
         return params, jax.device_put(self.tx.init(params), self.replicated)
 
     def __call__(self, params: Params, opt_state: Any, batch: Batch, labels: np.ndarray,
-                 key: jax.Array) -> tuple[Params, Any, jax.Array]:
-        """One micro-batch: (new params, new optimizer state, its mean loss). Donates the old
-        params and state."""
+                 key: jax.Array) -> tuple[Params, Any, jax.Array, jax.Array]:
+        """One micro-batch: (new params, new optimizer state, its mean loss, the gradient's
+        global norm before clipping). Donates the old params and state."""
         if batch.shape.rows % self.n_devices:
             raise ValueError(f"batch of {batch.shape.rows} rows does not split over "
                              f"{self.n_devices} devices")

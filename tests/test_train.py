@@ -104,8 +104,8 @@ def test_steps_equal_pytorch_adamw_with_linear_warmup(tiny_hf, weight_decay, max
     ours = []
     for arrays, labels in data:
         batch = plan.batch(list(range(per_step)), arrays, pad_id=0)
-        params, opt_state, loss = trainer(params, opt_state, batch, labels[batch.positions],
-                                          jax.random.key(0))
+        params, opt_state, loss, _ = trainer(params, opt_state, batch,
+                                             labels[batch.positions], jax.random.key(0))
         ours.append(float(loss))
 
     torch_model = transformers.DistilBertForSequenceClassification.from_pretrained(tiny_hf)
@@ -151,8 +151,9 @@ def test_step_shapes_come_from_the_plan_and_compile_once(tiny_hf):
     for seed in range(6):
         arrays, labels = _examples(16 if seed % 3 else 5, seed=seed, longest=40 + seed)
         batch = plan.batch(list(range(len(arrays))), arrays, pad_id=0)
-        params, opt_state, loss = trainer(params, opt_state, batch, labels[batch.positions],
-                                          jax.random.key(seed))
+        params, opt_state, loss, norm = trainer(params, opt_state, batch,
+                                                labels[batch.positions], jax.random.key(seed))
+        assert float(norm) > 0
         assert np.isfinite(float(loss))
     shapes = trainer.compiled_shapes
     assert len(shapes) == len(set(shapes)) >= 2
