@@ -20,8 +20,9 @@ def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="HF PyTorch DistilBERT folder or Hub id (default: the embedded "
                         "DistilBERT-base SST-2 architecture with seeded RANDOM weights)")
     p.add_argument("--data", default=None,
-                   help="sentences: a text file (one a line), .tsv/.csv with a 'sentence' or "
-                        "'text' column, or .jsonl (default: the embedded 872-sentence "
+                   help="sentences, read as `flaxsent predict` reads its input: .txt (one a "
+                        "line), .jsonl, .csv/.tsv or .parquet with a 'text' (else 'sentence') "
+                        "column; a bad row stops the bench (default: the embedded 872-sentence "
                         "SST-2-like corpus)")
     p.add_argument("--out", default=None,
                    help="output folder (default: bench/results/<UTC timestamp>)")

@@ -25,10 +25,10 @@ import numpy as np
 
 from flaxsent.errors import FlaxsentError
 from flaxsent.plan import ShapePlan, batch_budget
+from flaxsent.readers import read_records
 
 from . import parity, report, sysinfo
 from .corpus import CORPUS_STATS_TARGET, generate_corpus, token_length_stats
-from .data import load_texts
 from .default_model import SEED, default_config, default_model_folder
 from .probe import add_probe_figures, probe_strategy
 from .strategies import (
@@ -187,12 +187,17 @@ def _model_folder(opts: BenchOptions) -> tuple[Path, dict[str, Any]]:
 
 
 def _corpus(opts: BenchOptions, mode: Mode) -> tuple[list[str], dict[str, Any]]:
-    if opts.data is not None:
-        texts, description = load_texts(opts.data)
+    if opts.data is not None:  # read as `flaxsent predict` reads it; a bad row stops the bench
+        limit = mode.n_sentences if opts.quick else None
+        with read_records(opts.data) as reader:
+            texts = reader.texts(limit)
+        if not texts:
+            raise FlaxsentError(f"--data {opts.data}: holds no sentences")
+        description = {"source": opts.data, "format": reader.fmt, "n": len(texts)}
+        if reader.text_column is not None:
+            description["column"] = reader.text_column
         if opts.quick:
-            texts = texts[: mode.n_sentences]
-            description["n"] = len(texts)
-            description["note"] = f"first {len(texts)} sentences (--quick)"
+            description["note"] = f"first {len(texts)} sentences at most (--quick)"
         return texts, description
     try:
         texts = generate_corpus(mode.n_sentences, seed=opts.seed)

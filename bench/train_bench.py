@@ -93,7 +93,7 @@ def run_flax(folder: Path, arrays, labels, opts: TrainBenchOptions, packed: bool
     batches = [plan.batch(b.tolist(), [arrays[i] for i in b], 0)
                for b in _batches(len(arrays), opts.batch_size)]
     timed = []
-    for pass_ in range(2):
+    for _ in range(2):
         start = time.perf_counter()
         for k, batch in enumerate(batches):
             params, state, loss, _ = step(params, state, batch, labels[batch.positions],
@@ -200,7 +200,8 @@ def markdown(record: dict[str, Any]) -> str:
     ratios = record["ratios"]
     lines += ["", f"flaxsent packed vs PyTorch padded to {o['max_length']}: "
                   f"**{ratios['flax_packed_vs_torch_padded']:.2f}x**; vs PyTorch at its best "
-                  f"(length-grouped, dynamic padding): **{ratios['flax_packed_vs_torch_grouped']:.2f}x**"]
+                  "(length-grouped, dynamic padding): "
+                  f"**{ratios['flax_packed_vs_torch_grouped']:.2f}x**"]
     return "\n".join(lines)
 
 

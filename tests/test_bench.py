@@ -1,5 +1,5 @@
 """The benchmark harness: end to end on the tiny config, parity failures caught, data-parallel
-runs on 8 simulated devices, and the --data loaders with their errors. No timing is asserted."""
+runs on 8 simulated devices, and --data read as predict reads it. No timing is asserted."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from flaxsent.bench import parity, probe, sysinfo
 from flaxsent.bench.cli import add_bench_parser, main, run_bench
-from flaxsent.bench.data import load_texts
 from flaxsent.bench.harness import (
     MODES,
     BenchOptions,
+    _corpus,
     plan_strategies,
     run_harness,
     shape_groups,
@@ -25,6 +25,7 @@ from flaxsent.bench.harness import (
 
 from flaxsent.errors import FlaxsentError
 from flaxsent.plan import ShapePlan
+from flaxsent.readers import read_records
 
 pytest.importorskip("torch")  # the PyTorch side is the reference
 pytest.importorskip("matplotlib")
@@ -195,7 +196,7 @@ def test_bench_subcommand_parser():
 
 
 @pytest.mark.parametrize("argv, pattern", [
-    (["--data", "no/such/file.txt"], r"no/such/file\.txt: no such file"),
+    (["--data", "no/such/file.txt"], r"'no/such/file\.txt' does not exist"),
     (["--only", "flax-fast"], "unknown strategy flax-fast"),
     (["--devices", "99"], r"--devices 99: this host has \d+ local device"),
     (["--repeats", "0"], "--repeats 0: must be a positive integer"),
@@ -292,61 +293,51 @@ def test_parity_tolerances_and_shapes():
     assert not parity.compare(ref, nan, groups, labels, "bfloat16")["parity_ok"]
 
 
-# ---- --data loaders ---------------------------------------------------------------------
+# ---- --data ---------------------------------------------------------------------------
 
 
-def test_load_text_lines(tmp_path):
-    path = tmp_path / "s.txt"
-    path.write_text("a fine film .\n\n  \nnot good , not bad\r\n", encoding="utf-8")
-    texts, info = load_texts(path)
-    assert texts == ["a fine film .", "not good , not bad"]
-    assert info["format"] == "lines" and info["n"] == 2
+@pytest.mark.parametrize("name, content", [
+    ("s.txt", "a fine film .\n\n  \nnot good , not bad\r\n"),
+    ("dev.tsv", 'sentence\tlabel\nit \'s a "charming" journey .\t1\nunflinchingly bleak\t0\n'),
+    ("reviews.csv", 'id,sentence,text\n1,"no, this","good, really good"\n2,no,meh\n'),
+    ("x.jsonl", '{"text": "one", "label": 1}\n\n{"text": "two", "sentence": "no"}\n'),
+])
+def test_data_is_read_as_predict_reads_it(tmp_path, name, content):
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    with read_records(str(path)) as reader:
+        want = [r.text for r in reader]
+    texts, info = _corpus(BenchOptions(data=str(path)), MODES["default"])
+    assert texts == want and info["n"] == len(want) and info["source"] == str(path)
+    assert info["format"] == name.rsplit(".", 1)[1]
+    assert texts[-1] in ("not good , not bad", "unflinchingly bleak", "meh", "two")
+    quick, info = _corpus(BenchOptions(data=str(path), quick=True), MODES["quick"])
+    assert quick == want[:64] and "--quick" in info["note"]
 
 
-def test_load_glue_tsv(tmp_path):
-    path = tmp_path / "dev.tsv"
-    path.write_text('sentence\tlabel\nit \'s a "charming" journey .\t1\nunflinchingly bleak\t0\n',
-                    encoding="utf-8")
-    texts, info = load_texts(path)
-    assert texts == ['it \'s a "charming" journey .', "unflinchingly bleak"]
-    assert info["column"] == "sentence"
-
-
-def test_load_csv_text_column(tmp_path):
-    path = tmp_path / "reviews.csv"
-    path.write_text('id,Text\n1,"good, really good"\n2,meh\n', encoding="utf-8")
-    assert load_texts(path)[0] == ["good, really good", "meh"]
-
-
-def test_load_jsonl(tmp_path):
-    path = tmp_path / "x.jsonl"
-    path.write_text('{"text": "one", "label": 1}\n\n{"sentence": "two"}\n"three"\n',
-                    encoding="utf-8")
-    texts, info = load_texts(path)
-    assert texts == ["one", "two", "three"] and info["format"] == "jsonl"
+def test_data_parquet_and_first_sentences_when_quick(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+    path = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"sentence": [f"s{i}" for i in range(100)]}), path)
+    texts, info = _corpus(BenchOptions(data=str(path), quick=True), MODES["quick"])
+    assert texts == [f"s{i}" for i in range(64)] and info["column"] == "sentence"
 
 
 @pytest.mark.parametrize("name, content, pattern", [
-    ("nope.txt", None, "no such file"),
-    ("empty.txt", "\n \n", "holds no sentences"),
-    ("bad.tsv", "id\tlabel\n1\t0\n", r"no 'sentence' or 'text' column .*'id', 'label'"),
-    ("short.tsv", "label\tsentence\n1\n", "line 2 has 1 field"),
-    ("blank.csv", "text,label\n,1\n", "line 2: empty 'text'"),
-    ("bad.jsonl", '{"text": "ok"}\n{"text": \n', "line 2 is not valid JSON"),
-    ("field.jsonl", '{"review": "ok"}\n', "line 1 has no 'text' or 'sentence' field .*'review'"),
-    ("type.jsonl", '{"text": 3}\n', "line 1: 'text' is a int, not a string"),
-    ("latin1.txt", b"caf\xe9\n", r"not UTF-8 text \(line 1"),
+    ("nope.txt", None, "does not exist"),
+    ("empty.txt", "", "holds no sentences"),
+    ("bad.tsv", "id\tlabel\n1\t0\n", r"no 'text' or 'sentence' column.*'id', 'label'"),
+    ("short.tsv", "label\tsentence\n1\n", r"short\.tsv, line 2: the row has 1 field"),
+    ("bad.jsonl", '{"text": "ok"}\n{"text": \n', r"bad\.jsonl, line 2: not valid JSON"),
+    ("type.jsonl", '{"text": "ok"}\n{"text": 3}\n', r"type\.jsonl, line 2: 'text' is int"),
+    ("latin1.txt", b"ok\ncaf\xe9\n", r"latin1\.txt, line 2: invalid UTF-8"),
 ])
-def test_load_errors(tmp_path, name, content, pattern):
+def test_data_stops_at_the_first_bad_row_naming_its_line(tmp_path, name, content, pattern):
     path = tmp_path / name
     if isinstance(content, bytes):
         path.write_bytes(content)
     elif content is not None:
         path.write_text(content, encoding="utf-8")
     with pytest.raises(FlaxsentError, match=pattern):
-        load_texts(path)
-
-
-def test_load_folder_is_an_error(tmp_path):
-    with pytest.raises(FlaxsentError, match="not a file"):
-        load_texts(tmp_path)
+        _corpus(BenchOptions(data=str(path)), MODES["default"])

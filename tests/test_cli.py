@@ -1,4 +1,5 @@
-"""`flaxsent convert` / `export` on bad input: one clear line, exit 2, nothing half-written."""
+"""`flaxsent convert` / `export` / `predict` / `eval` on bad input: one clear line, exit 2,
+nothing half-written."""
 
 import json
 import shutil
@@ -150,6 +151,24 @@ def test_export_round_trip_and_refusals(capsys, tiny_hf, tmp_path):
     transformers.DistilBertForSequenceClassification.from_pretrained(tmp_path / "hf")
     code, _, err = run(capsys, "export", str(tiny_hf), str(tmp_path / "hf2"))
     assert_one_line_error(code, err, "not a flaxsent checkpoint")
+
+
+@pytest.mark.parametrize("argv, pattern", [
+    (["predict", "in.txt"], "predict needs --model M and an INPUT file"),
+    (["predict", "--merge", "none.json"], "is not a readable predict manifest"),
+    (["predict", "--model", "MODEL", "missing.txt"], "'missing.txt' does not exist"),
+    (["predict", "--model", "MODEL", "in.txt", "--num-processes", "2", "--process-id", "0"],
+     "a sharded run needs -o OUTPUT"),
+    (["predict", "--model", "MODEL", "in.txt", "-o", "out.jsonl", "--resume", "--force",
+      "--chunk-size", "0"], "--chunk-size 0: must be a positive number"),
+    (["eval", "--model", "MODEL", "in.txt"], "plain text, which has no labels"),
+])
+def test_predict_and_eval_errors_are_one_line(capsys, tiny_flax, tmp_path, monkeypatch, argv,
+                                              pattern):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "in.txt").write_text("good fun\n")
+    code, _, err = run(capsys, *[str(tiny_flax) if a == "MODEL" else a for a in argv])
+    assert_one_line_error(code, err, pattern)
 
 
 def test_console_script_has_no_traceback(tmp_path):

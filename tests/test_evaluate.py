@@ -3,7 +3,6 @@ format, label names, the table, the PNG plot, and bad rows named by line."""
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -18,6 +17,7 @@ import pytest
 
 from flaxsent import evaluate
 from flaxsent.classifier import Classifier
+from flaxsent.cli import build_parser
 from flaxsent.errors import FlaxsentError
 
 from .conftest import WORDS
@@ -42,9 +42,7 @@ def clf(tiny_flax) -> Classifier:
 
 
 def run_eval(capsys, argv: list[str]) -> str:
-    parser = argparse.ArgumentParser(prog="flaxsent")
-    evaluate.add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["eval", *argv])
+    args = build_parser().parse_args(["eval", *argv])
     capsys.readouterr()
     assert args.func(args) == 0
     return capsys.readouterr().out
@@ -141,10 +139,7 @@ def test_subprocess_json_one_object(tiny_flax, tmp_path):
     texts, labels = examples(30, seed=5)
     data = tmp_path / "dev.tsv"
     write_sst2(data, texts, labels)
-    code = ("import sys, argparse; from flaxsent import evaluate; "
-            "p = argparse.ArgumentParser(); "
-            "evaluate.add_parser(p.add_subparsers(dest='command', required=True)); "
-            "a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))")
+    code = "import sys; from flaxsent.cli import main; sys.exit(main())"
     proc = subprocess.run([sys.executable, "-c", code, "eval", "--model", str(tiny_flax),
                            str(data), "--json"], capture_output=True, text=True, timeout=120,
                           cwd=ROOT, env={**os.environ, "JAX_PLATFORMS": "cpu"})

@@ -1,5 +1,5 @@
 """`flaxsent predict`: every format in and out, order, extras, top-k, bad rows, --resume after a
-SIGKILL (byte-identical), overwrite protection and a 2-process jax.distributed run."""
+SIGKILL (byte-identical), --chunk-size as the write size only, and overwrite protection."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,21 +18,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flaxsent import predict
+from flaxsent import predict, writers
 from flaxsent.classifier import Classifier
+from flaxsent.cli import build_parser
 from flaxsent.errors import FlaxsentError
 
 from .conftest import WORDS
 
 ROOT = Path(__file__).resolve().parent.parent
-# the CLI as a subprocess, through this module's own parser (cli.py wires it in separately)
-CLI = ("import sys, argparse; from flaxsent import predict; from flaxsent.errors import "
-       "FlaxsentError; p = argparse.ArgumentParser(prog='flaxsent'); "
-       "predict.add_parser(p.add_subparsers(dest='command', required=True)); "
-       "a = p.parse_args(sys.argv[1:]);\n"
-       "try: sys.exit(a.func(a))\n"
-       "except FlaxsentError as e: print('flaxsent predict: error:', e, file=sys.stderr); "
-       "sys.exit(2)")
+CLI = "import sys; from flaxsent.cli import main; sys.exit(main())"
 
 
 def texts(n: int, seed: int = 0) -> list[str]:
@@ -47,9 +40,7 @@ def clf(tiny_flax) -> Classifier:
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="flaxsent")
-    predict.add_parser(parser.add_subparsers(dest="command", required=True))
-    return parser.parse_args(argv)
+    return build_parser().parse_args(argv)
 
 
 def cli(argv: list[str]) -> int:
@@ -185,6 +176,25 @@ def test_bad_rows_skipped_as_error_records(clf, tmp_path, fmt_out, chunk_size):
             assert {"label": row["label"], "score": row["score"]} == want.pop(0)
 
 
+def test_bad_rows_reach_the_classifier_as_none(clf, tmp_path, monkeypatch):
+    src = tmp_path / "in.jsonl"
+    items = bad_jsonl(src, 12, {2, 9})
+    seen: list[str | None] = []
+    stream_logits = clf.stream_logits
+
+    def spy(texts):
+        def tap():
+            for text in texts:
+                seen.append(text)
+                yield text
+        return stream_logits(tap())
+
+    monkeypatch.setattr(clf, "stream_logits", spy)
+    predict.predict_file(clf, str(src), str(tmp_path / "out.jsonl"), on_error="skip",
+                         progress=False)
+    assert seen == [None if i + 1 in {2, 9} else t for i, t in enumerate(items)]
+
+
 def test_existing_output_refused_without_force_or_resume(clf, tmp_path):
     src = tmp_path / "in.txt"
     src.write_text("good fun\nbad film\n")
@@ -200,30 +210,51 @@ def test_existing_output_refused_without_force_or_resume(clf, tmp_path):
 
 
 def test_sigkill_then_resume_is_byte_identical(tiny_flax, tmp_path):
+    window = Classifier.from_pretrained(tiny_flax).window  # what the CLI's classifier uses
+    n = 3 * window + 100
     src = tmp_path / "in.txt"
-    src.write_text("".join(t + "\n" for t in texts(3000, seed=5)), encoding="utf-8")
+    src.write_text("".join(t + "\n" for t in texts(n, seed=5)), encoding="utf-8")
     full, killed = tmp_path / "full.jsonl", tmp_path / "killed.jsonl"
-    common = ["--model", str(tiny_flax), str(src), "--chunk-size", "64", "--no-progress"]
+    common = ["--model", str(tiny_flax), str(src), "--chunk-size", "100",
+              "--no-progress"]
     reference = subprocess_cli([*common, "-o", str(full)])
     proc = subprocess_cli([*common, "-o", str(killed)])
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
-        if killed.exists() and killed.stat().st_size > 0:
+        if killed.exists() and killed.read_bytes().count(b"\n") > window:
             break
         time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()
     kept = killed.read_bytes()
-    assert 0 < kept.count(b"\n") < 3000  # killed mid-run
+    assert window < kept.count(b"\n") < n  # killed mid-run, past the first window
     killed.write_bytes(kept + b'{"label": "POSI')  # and as if torn inside a write
-    _, err = reference.communicate(timeout=60)
+    _, err = reference.communicate(timeout=120)
     assert reference.returncode == 0, err.decode()
     resumed = subprocess_cli([*common, "-o", str(killed), "--resume"])
-    _, err = resumed.communicate(timeout=60)
+    _, err = resumed.communicate(timeout=120)
     assert resumed.returncode == 0, err.decode()
-    assert b"after %d kept" % kept.count(b"\n") in err
+    # a restart at the last whole window: the chunks of 100 do not divide it
+    assert b"after %d kept" % (kept.count(b"\n") // window * window) in err
     assert killed.read_bytes() == full.read_bytes()
+
+
+def test_chunk_size_is_only_the_write_size(clf, tmp_path, monkeypatch):
+    src = tmp_path / "in.txt"
+    src.write_text("".join(t + "\n" for t in texts(150, seed=9)), encoding="utf-8")
+    writes: list[int] = []
+    write_chunk = writers.RecordWriter.write_chunk
+    monkeypatch.setattr(writers.RecordWriter, "write_chunk",
+                        lambda self, rows: writes.append(len(rows)) or write_chunk(self, rows))
+    outputs = []
+    for chunk_size in (7, 1024):
+        writes.clear()
+        out = tmp_path / f"out-{chunk_size}.jsonl"
+        predict.predict_file(clf, str(src), str(out), chunk_size=chunk_size, progress=False)
+        outputs.append(out.read_bytes())
+        assert sum(writes) == 150 and max(writes) == min(chunk_size, 150)
+    assert outputs[0] == outputs[1]  # the window, not the chunk size, forms the batches
 
 
 def test_resume_csv_and_refuse_parquet(clf, tiny_flax, tmp_path):
@@ -231,71 +262,14 @@ def test_resume_csv_and_refuse_parquet(clf, tiny_flax, tmp_path):
     write_input(src, [{"id": i, "text": t} for i, t in enumerate(texts(50, seed=6))])
     full, part = tmp_path / "full.csv", tmp_path / "part.csv"
     clf = Classifier.from_pretrained(tiny_flax, window=10)
-    predict.predict_file(clf, str(src), str(full), chunk_size=10, progress=False)
+    predict.predict_file(clf, str(src), str(full), chunk_size=7, progress=False)
     lines = full.read_bytes().splitlines(keepends=True)
     # header + 25 rows + a torn row: the resume restarts at the window boundary, row 20
     part.write_bytes(b"".join(lines[:26]) + lines[26][:5])
-    result = predict.predict_file(clf, str(src), str(part), resume=True, chunk_size=10,
+    result = predict.predict_file(clf, str(src), str(part), resume=True, chunk_size=7,
                                   progress=False)
     assert result.resumed_from == 20 and result.written == 30
     assert part.read_bytes() == full.read_bytes()
     with pytest.raises(FlaxsentError, match="parquet"):
         predict.predict_file(clf, str(src), str(tmp_path / "o.parquet"), resume=True,
                              progress=False)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_two_process_distributed_run_merges_to_single_process_output(tiny_flax, tmp_path):
-    src = tmp_path / "in.jsonl"
-    write_input(src, [{"id": i, "text": t} for i, t in enumerate(texts(301, seed=7))])
-    single, sharded, merged = (tmp_path / n for n in ("single.jsonl", "out.jsonl",
-                                                      "merged.jsonl"))
-    common = ["--model", str(tiny_flax), str(src), "--chunk-size", "50", "--no-progress"]
-    coordinator = f"127.0.0.1:{free_port()}"
-    procs = [subprocess_cli([*common, "-o", str(sharded), "--distributed"],
-                            env={"JAX_COORDINATOR_ADDRESS": coordinator,
-                                 "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": str(pid)})
-             for pid in (0, 1)]
-    assert cli([*common, "-o", str(single)]) == 0
-    for proc in procs:
-        _, err = proc.communicate(timeout=90)
-        assert proc.returncode == 0, err.decode()[-2000:]
-    manifest = json.loads((tmp_path / "out.jsonl.manifest.json").read_text())
-    assert manifest["parts"] == ["out.jsonl.part-0-of-2", "out.jsonl.part-1-of-2"]
-    part1 = read_output(tmp_path / "out.jsonl.part-1-of-2")
-    # whole windows of 50 rows (the chunk size) are dealt out in turn
-    assert [r["_row"] for r in part1] == [i for i in range(301) if (i // 50) % 2 == 1]
-    assert cli(["--merge", str(tmp_path / "out.jsonl.manifest.json"), "-o", str(merged)]) == 0
-    assert "_row" not in read_output(merged)[0]
-    assert merged.read_bytes() == single.read_bytes()
-
-
-def test_merge_detects_an_incomplete_part(clf, tmp_path):
-    src = tmp_path / "in.txt"
-    src.write_text("".join(t + "\n" for t in texts(300, seed=8)))
-    out = tmp_path / "o.jsonl"
-    for pid in (0, 1, 2):
-        predict.predict_file(clf, str(src), predict.Shard(pid, 3).part_path(str(out)),
-                             shard=predict.Shard(pid, 3), progress=False)
-    manifest = predict.write_manifest(str(out), predict.Shard(0, 3, block=clf.window), str(src))
-    assert predict.merge_parts(manifest, str(tmp_path / "m.jsonl")) == 300
-    part0 = Path(predict.Shard(0, 3).part_path(str(out)))
-    part0.write_bytes(b"".join(part0.read_bytes().splitlines(keepends=True)[:2]))
-    with pytest.raises(FlaxsentError, match="incomplete"):
-        predict.merge_parts(manifest, str(tmp_path / "m2.jsonl"))
-
-
-@pytest.mark.parametrize("count, block, total", [(1, 1, 10), (2, 50, 301), (3, 7, 100)])
-def test_shards_cover_every_row_once(count, block, total):
-    shards = [predict.Shard(i, count, block) for i in range(count)]
-    owners = [[s.index for s in shards if s.owns(row)] for row in range(total)]
-    assert all(len(o) == 1 for o in owners)
-    for s in shards:
-        mine = [row for row in range(total) if s.owns(row)]
-        assert s.rows_of(total) == len(mine)
-        assert [s.global_row(k) for k in range(len(mine))] == mine

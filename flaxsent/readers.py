@@ -1,4 +1,4 @@
-"""Streaming input readers and crash-safe output writers for `flaxsent predict` / `eval`.
+"""Streaming input readers for `flaxsent predict`, `eval` and the bench's `--data`.
 
 Readers yield one `Record` per input row, lazily, so memory stays bounded whatever the file size.
 A bad row (invalid UTF-8, malformed JSON, a missing or non-string text value) is yielded as a
@@ -15,23 +15,15 @@ Formats, by extension or `fmt`:
   parquet  read in record batches through pyarrow (never the whole file).
 The text column is `text_column` when given, else `text`, else `sentence`. `-` reads stdin (text
 lines unless `fmt` says otherwise; parquet needs a seekable file).
-
-Writers append whole chunks: each chunk is one `write` followed by flush and fsync, so a killed
-run leaves complete records plus at most one partial trailing line, which
-`count_complete_records` cuts off before `--resume` appends. Parquet output is written to
-`<path>.partial` and renamed on close; it cannot be appended to, so `--resume` is refused for it.
 """
 
 from __future__ import annotations
 
 import csv
-import io
 import itertools
 import json
-import math
-import os
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -46,12 +38,6 @@ INPUT_FORMATS: dict[str, str] = {
     ".csv": "csv", ".tsv": "tsv",
     ".parquet": "parquet", ".pq": "parquet",
 }
-OUTPUT_FORMATS: dict[str, str] = {
-    ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl",
-    ".csv": "csv",
-    ".parquet": "parquet", ".pq": "parquet",
-}
-PARTIAL_SUFFIX = ".partial"
 _PARQUET_BATCH_ROWS = 4096
 _READ_CHUNK = 1 << 20
 
@@ -73,10 +59,6 @@ class Record:
 
 # --------------------------------------------------------------------------------------- formats
 
-def _names(formats: dict[str, str]) -> str:
-    return ", ".join(sorted(formats))
-
-
 def input_format(path: str, fmt: str | None = None) -> str:
     """The reader format of `path` (from `fmt` or the extension), or a RecordsError listing the
     supported ones."""
@@ -91,29 +73,12 @@ def input_format(path: str, fmt: str | None = None) -> str:
     if ext not in INPUT_FORMATS:
         raise RecordsError(
             f"cannot tell the format of {path!r} from its extension {ext or '(none)'!r}: "
-            f"supported input files are {_names(INPUT_FORMATS)} (or pass the format explicitly)")
+            f"supported input files are {', '.join(sorted(INPUT_FORMATS))} "
+            "(or pass the format explicitly)")
     return INPUT_FORMATS[ext]
 
 
-def output_format(path: str | None, fmt: str | None = None) -> str:
-    """The writer format of `path` (JSONL for stdout or when `fmt` and the extension say nothing
-    else), or a RecordsError listing the supported ones."""
-    known = sorted(set(OUTPUT_FORMATS.values()))
-    if fmt is not None:
-        if fmt.lower() not in known:
-            raise RecordsError(f"unknown output format {fmt!r}: use one of {', '.join(known)}")
-        return fmt.lower()
-    if path is None or path == STDIO:
-        return "jsonl"
-    ext = Path(path).suffix.lower()
-    if ext not in OUTPUT_FORMATS:
-        raise RecordsError(
-            f"cannot tell the output format of {path!r} from its extension {ext or '(none)'!r}: "
-            f"supported output files are {_names(OUTPUT_FORMATS)}")
-    return OUTPUT_FORMATS[ext]
-
-
-def _require_pyarrow(what: str) -> Any:
+def require_pyarrow(what: str) -> Any:
     """Import pyarrow.parquet, or explain how to install it."""
     try:
         import pyarrow.parquet as pq
@@ -291,7 +256,7 @@ def _read_delimited(stream: IO[bytes], fmt: str, text_column: str | None, where:
 
 def _read_parquet(path: str, text_column: str | None, start: int,
                   ) -> tuple[list[str], str, Iterator[Record], Any]:
-    pq = _require_pyarrow("reading parquet")
+    pq = require_pyarrow("reading parquet")
     import pyarrow as pa
 
     try:
@@ -358,6 +323,21 @@ class RecordReader(Iterator[Record]):
         except StopIteration:
             self.close()
             raise
+
+    def where(self, line: int) -> str:
+        """'FILE, line N' (parquet: 'row N'; stdin for `-`): where a record is, for a message."""
+        unit = "row" if self.fmt == "parquet" else "line"
+        return f"{'stdin' if self.source == STDIO else self.source}, {unit} {line}"
+
+    def texts(self, limit: int | None = None) -> list[str]:
+        """The first `limit` texts (None: all) in memory, for a caller that needs the whole
+        corpus at once (the bench); the first bad row raises RecordsError naming its line."""
+        texts: list[str] = []
+        for record in itertools.islice(self, limit):
+            if record.error is not None:
+                raise RecordsError(f"{self.where(record.line)}: {record.error}")
+            texts.append(record.text)
+        return texts
 
     def close(self) -> None:
         """Release the file (idempotent)."""
@@ -426,11 +406,6 @@ def read_records(path: str, text_column: str | None = None, fmt: str | None = No
     return RecordReader(path, kind, records, stream, columns, column)
 
 
-def skip_records(records: Iterable[Record], n: int) -> Iterator[Record]:
-    """The records after the first `n` (bad ones count: one input row, one record)."""
-    return itertools.islice(records, n, None)
-
-
 def _count_lines(path: str) -> int:
     """Lines in a file, a final line without a newline included, read in fixed-size chunks."""
     n = 0
@@ -450,337 +425,10 @@ def count_records(path: str, fmt: str | None = None) -> int | None:
     _check_file(path)
     kind = input_format(path, fmt)
     if kind == "parquet":
-        pq = _require_pyarrow("reading parquet")
+        pq = require_pyarrow("reading parquet")
         try:
             return pq.ParquetFile(path).metadata.num_rows
         except Exception:  # the reader reports it properly; a progress bar can do without
             return None
     n = _count_lines(path)
     return max(n - 1, 0) if kind in ("csv", "tsv") else n
-
-
-# --------------------------------------------------------------------------------------- writers
-
-def _json_default(value: Any) -> Any:
-    """numpy scalars and arrays, dates and the like as JSON values."""
-    if hasattr(value, "tolist"):  # numpy scalar or array
-        return value.tolist()
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    if isinstance(value, (bytes, bytearray)):
-        return value.decode("utf-8", errors="backslashreplace")
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    return str(value)
-
-
-def _finite(value: Any) -> Any:
-    """`value` with non-finite floats (NaN, inf; not JSON numbers) replaced by null."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    if hasattr(value, "tolist"):
-        return _finite(value.tolist())
-    return value
-
-
-def to_json(row: Any) -> str:
-    """One JSON line: UTF-8 kept as is, numpy values as plain numbers, NaN/inf as null."""
-    try:
-        return json.dumps(row, ensure_ascii=False, allow_nan=False, default=_json_default)
-    except ValueError:
-        return json.dumps(_finite(row), ensure_ascii=False, allow_nan=False,
-                          default=_json_default)
-
-
-def _csv_cell(value: Any) -> Any:
-    if value is None:
-        return ""
-    if isinstance(value, (str, int, float)):
-        return value
-    if hasattr(value, "tolist"):
-        value = value.tolist()
-        if isinstance(value, (str, int, float)):
-            return value
-    return to_json(value)  # lists (top-k), dicts: a JSON string in one cell
-
-
-class RecordWriter:
-    """Writes output rows chunk by chunk; `close()` finishes the file. Base of the per-format
-    writers, usable as a context manager."""
-
-    fmt = ""
-
-    def __init__(self, path: str | None) -> None:
-        self.path = path
-        self.rows_written = 0
-        self._closed = False
-
-    def write_chunk(self, rows: list[dict[str, Any]]) -> None:
-        """Append `rows` as one unit, durable once this returns."""
-        if self._closed:
-            raise ValueError("write to a closed RecordWriter")
-        if rows:
-            self._write(rows)
-            self.rows_written += len(rows)
-
-    def _write(self, rows: list[dict[str, Any]]) -> None:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        """Finish the output (idempotent)."""
-        self._closed = True
-
-    def __enter__(self) -> RecordWriter:
-        return self
-
-    def __exit__(self, exc_type: object, *exc: object) -> None:
-        self.close()
-
-
-class _StreamWriter(RecordWriter):
-    """JSONL/CSV to a file (flush + fsync per chunk) or to stdout (flush per chunk)."""
-
-    def __init__(self, path: str | None, append: bool) -> None:
-        super().__init__(path)
-        self._to_stdout = path is None or path == STDIO
-        if self._to_stdout:
-            sys.stdout.flush()
-            self._file: IO[bytes] = sys.stdout.buffer
-        else:
-            try:
-                self._file = open(path, "ab" if append else "wb")
-            except OSError as err:
-                raise RecordsError(f"cannot write {path!r}: {err.strerror}") from None
-
-    def _emit(self, data: str) -> None:
-        self._file.write(data.encode("utf-8"))
-        self._file.flush()
-        if not self._to_stdout:
-            os.fsync(self._file.fileno())
-
-    def close(self) -> None:
-        if not self._closed and not self._to_stdout:
-            self._file.close()
-        super().close()
-
-
-class JsonlWriter(_StreamWriter):
-    """One JSON object per line."""
-
-    fmt = "jsonl"
-
-    def _write(self, rows: list[dict[str, Any]]) -> None:
-        self._emit("".join(to_json(row) + "\n" for row in rows))
-
-
-class CsvWriter(_StreamWriter):
-    """A header row from the first chunk's keys (kept from the file when appending), then rows;
-    nested values (top-k lists) as JSON strings in one cell."""
-
-    fmt = "csv"
-
-    def __init__(self, path: str | None, append: bool) -> None:
-        self.fieldnames: list[str] | None = None
-        if append and path not in (None, STDIO) and os.path.exists(path):
-            self.fieldnames = _csv_header(path)
-        super().__init__(path, append)
-
-    def _write(self, rows: list[dict[str, Any]]) -> None:
-        buf = io.StringIO()
-        out = csv.writer(buf, lineterminator="\n")
-        if self.fieldnames is None:
-            names = dict.fromkeys(k for row in rows for k in row)
-            self.fieldnames = list(names)
-            out.writerow(self.fieldnames)
-        known = set(self.fieldnames)
-        for row in rows:
-            unknown = [k for k in row if k not in known]
-            if unknown:
-                raise RecordsError(
-                    f"{self.path or 'stdout'}: row has column(s) {unknown} that are not in the "
-                    f"CSV header {self.fieldnames}; write JSONL for rows of varying shape")
-            out.writerow([_csv_cell(row.get(k)) for k in self.fieldnames])
-        self._emit(buf.getvalue())
-
-
-def _csv_header(path: str) -> list[str] | None:
-    """The header of an existing CSV output, or None when it has no complete header line."""
-    with open(path, "rb") as f:
-        first = f.readline()
-    if not first.endswith(b"\n"):
-        return None
-    return next(csv.reader([first.decode("utf-8")]))
-
-
-class ParquetWriter(RecordWriter):
-    """A row group per chunk, written to `<path>.partial` and renamed to `path` on a clean close,
-    so `path` never holds an unfinished file. Cannot append."""
-
-    fmt = "parquet"
-
-    def __init__(self, path: str) -> None:
-        super().__init__(path)
-        self._pq = _require_pyarrow("writing parquet")
-        self._partial = path + PARTIAL_SUFFIX
-        self._writer: Any = None
-        self._schema: Any = None
-
-    def _write(self, rows: list[dict[str, Any]]) -> None:
-        import pyarrow as pa
-
-        rows = [_finite(row) for row in rows]
-        try:
-            if self._writer is None:
-                table = pa.Table.from_pylist(rows)
-                self._schema = table.schema
-                self._writer = self._pq.ParquetWriter(self._partial, self._schema)
-            else:
-                table = pa.Table.from_pylist(rows, schema=self._schema)
-        except (pa.ArrowException, TypeError, ValueError) as err:
-            raise RecordsError(f"{self.path}: rows do not fit one parquet schema ({err}); "
-                               "write JSONL for rows of varying shape") from None
-        self._writer.write_table(table)
-
-    def close(self, *, keep_partial: bool = False) -> None:
-        """Finish the file and move it into place (or leave `<path>.partial` on failure)."""
-        if self._closed:
-            return
-        if self._writer is None:  # no rows: still an (empty) output
-            import pyarrow as pa
-            self._writer = self._pq.ParquetWriter(self._partial, pa.schema([]))
-        self._writer.close()
-        if not keep_partial:
-            os.replace(self._partial, self.path)
-        super().close()
-
-    def __exit__(self, exc_type: object, *exc: object) -> None:
-        self.close(keep_partial=exc_type is not None)
-
-
-def open_writer(path: str | None, fmt: str | None = None, append: bool = False) -> RecordWriter:
-    """A writer for `path` (stdout JSONL for None or `-`); `append` continues an existing JSONL/CSV
-    output after `count_complete_records` has trimmed it (parquet refuses it)."""
-    kind = output_format(path, fmt)
-    if kind == "parquet":
-        if path is None or path == STDIO:
-            raise RecordsError("parquet cannot be written to stdout: pass -o FILE.parquet")
-        if append:
-            raise RecordsError(
-                f"cannot resume into {path!r}: a parquet file cannot be appended to; write "
-                "JSONL or CSV to resume a run, or start a fresh parquet output")
-        return ParquetWriter(path)
-    if path not in (None, STDIO):
-        parent = Path(path).parent
-        if not parent.is_dir():
-            raise RecordsError(f"cannot write {path!r}: folder {str(parent)!r} does not exist")
-    return JsonlWriter(path, append) if kind == "jsonl" else CsvWriter(path, append)
-
-
-# --------------------------------------------------------------------------------------- resume
-
-def _truncate_after_last_newline(path: str) -> int:
-    """Cut any bytes after the file's last newline; return the new size."""
-    size = os.path.getsize(path)
-    with open(path, "r+b") as f:
-        pos = size
-        while pos > 0:
-            lo = max(pos - _READ_CHUNK, 0)
-            f.seek(lo)
-            chunk = f.read(pos - lo)
-            i = chunk.rfind(b"\n")
-            if i >= 0:
-                end = lo + i + 1
-                break
-            pos = lo
-        else:
-            end = 0
-        if end != size:
-            f.truncate(end)
-            f.flush()
-            os.fsync(f.fileno())
-    return end
-
-
-def _count_csv_rows(path: str) -> int:
-    """Complete data rows of a CSV output; a trailing partial row (even one cut inside a quoted
-    multi-line field) is truncated away."""
-    _truncate_after_last_newline(path)
-    offset = [0]
-
-    def lines(f: IO[bytes]) -> Iterator[str]:
-        for raw in f:
-            offset[0] += len(raw)
-            yield raw.decode("utf-8", errors="replace")
-
-    rows = 0
-    end = 0
-    with open(path, "rb") as f:
-        reader = csv.reader(lines(f), strict=True)
-        try:
-            for _ in reader:
-                rows += 1
-                end = offset[0]
-        except csv.Error:
-            pass  # ended inside a quoted field: the last row is partial
-    if end != os.path.getsize(path):
-        with open(path, "r+b") as f:
-            f.truncate(end)
-            os.fsync(f.fileno())
-    return max(rows - 1, 0)  # the header is not a record
-
-
-def truncate_records(path: str, n: int, fmt: str | None = None) -> None:
-    """Keep only the first n records of a complete JSONL or CSV output (for --resume)."""
-    kind = output_format(path, fmt)
-    if kind not in ("jsonl", "csv"):
-        raise RecordsError(f"cannot truncate {kind} output {path!r}")
-    end = 0
-    with open(path, "rb") as f:
-        if kind == "jsonl":
-            for _ in range(n):
-                end += len(f.readline())
-        else:
-            offset = [0]
-
-            def lines() -> Iterator[str]:
-                for raw in f:
-                    offset[0] += len(raw)
-                    yield raw.decode("utf-8", errors="replace")
-
-            reader = csv.reader(lines(), strict=True)
-            for _ in itertools.islice(reader, n + 1):  # the header, then n records
-                end = offset[0]
-    with open(path, "r+b") as f:
-        f.truncate(end)
-        os.fsync(f.fileno())
-
-
-def count_complete_records(path: str, fmt: str | None = None) -> int:
-    """Complete records in an existing output (0 if it does not exist), first truncating a
-    partial trailing record a killed run left, so appending continues cleanly (--resume)."""
-    kind = output_format(path, fmt)
-    if path is None or path == STDIO:
-        raise RecordsError("--resume needs an output file (-o FILE), not stdout")
-    if not os.path.exists(path):
-        return 0
-    if kind == "parquet":
-        pq = _require_pyarrow("reading parquet")
-        try:
-            return pq.ParquetFile(path).metadata.num_rows
-        except Exception as err:  # any failure means an unfinished file
-            raise RecordsError(f"{path!r} is not a complete parquet file ({err}); parquet "
-                               "output cannot be resumed: write JSONL or CSV to resume") from None
-    if kind == "csv":
-        return _count_csv_rows(path)
-    end = _truncate_after_last_newline(path)
-    n = 0
-    with open(path, "rb") as f:
-        remaining = end
-        while remaining and (chunk := f.read(min(_READ_CHUNK, remaining))):
-            n += chunk.count(b"\n")
-            remaining -= len(chunk)
-    return n

@@ -1,4 +1,5 @@
-"""Tests for flaxsent.records: every input format, bad rows, whole-file errors, writers, resume."""
+"""Tests for flaxsent.readers: every input format, bad rows, whole-file errors, counting, the
+bench's in-memory texts, and locations in messages."""
 
 from __future__ import annotations
 
@@ -8,19 +9,10 @@ import sys
 import tracemalloc
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from flaxsent.errors import FlaxsentError
-from flaxsent.records import (
-    Record,
-    RecordsError,
-    count_complete_records,
-    count_records,
-    open_writer,
-    read_records,
-    skip_records,
-)
+from flaxsent.readers import Record, RecordsError, count_records, read_records
 
 
 def _write(path: Path, data: bytes) -> str:
@@ -282,9 +274,27 @@ def test_count_records(tmp_path):
     assert count_records(_write(tmp_path / "d.jsonl", b'{"text":"x"}\n')) == 1
 
 
-def test_skip_records():
-    records = (Record(i, str(i)) for i in range(1, 6))
-    assert [r.line for r in skip_records(records, 3)] == [4, 5]
+def test_where_names_file_and_line_or_parquet_row(tmp_path, monkeypatch, pa):
+    import pyarrow.parquet as pq
+    path = _write(tmp_path / "in.csv", b"text\na\n")
+    with read_records(path) as reader:
+        assert reader.where(3) == f"{path}, line 3"
+    data = str(tmp_path / "table.data")  # parquet by --input-format, not by extension
+    pq.write_table(pa.table({"text": ["x"]}), data)
+    with read_records(data, fmt="parquet") as reader:
+        assert reader.where(1) == f"{data}, row 1"
+    monkeypatch.setattr(sys, "stdin", _Stdin(b"x\n"))
+    with read_records("-") as reader:
+        assert reader.where(1) == "stdin, line 1"
+
+
+def test_texts_in_memory_stop_at_the_first_bad_row(tmp_path):
+    path = _write(tmp_path / "in.jsonl", b'{"text": "a"}\n\n{"text": "b"}\n{"text": 1}\n')
+    with read_records(path) as reader:
+        assert reader.texts(limit=2) == ["a", "b"]
+    with read_records(path) as reader, \
+            pytest.raises(RecordsError, match=r"in\.jsonl, line 4: 'text' is int"):
+        reader.texts()
 
 
 @pytest.mark.parametrize("ext,line", [
@@ -309,171 +319,3 @@ def test_reading_streams_in_bounded_memory(tmp_path, ext, line):
         tracemalloc.stop()
     assert count == n
     assert peak < 2_000_000, f"peak Python allocations {peak} bytes: not streaming"
-
-
-# -------------------------------------------------------------------------------------- writers
-
-ROWS = [
-    {"line": 1, "label": "POSITIVE", "score": np.float32(0.875), "text": "naïve ✓"},
-    {"line": 2, "label": "NEGATIVE", "score": 0.25, "text": "a, \"quoted\"\nline"},
-]
-
-
-def test_jsonl_writer_round_trip(tmp_path):
-    path = str(tmp_path / "out.jsonl")
-    with open_writer(path) as writer:
-        writer.write_chunk(ROWS)
-        writer.write_chunk([])
-        writer.write_chunk([{"line": 3, "score": float("nan"), "logits": np.array([1.5, -2.0])}])
-    text = Path(path).read_text(encoding="utf-8")
-    assert "naïve ✓" in text  # ensure_ascii=False
-    got = [json.loads(line) for line in text.splitlines()]
-    assert got[0] == {"line": 1, "label": "POSITIVE", "score": 0.875, "text": "naïve ✓"}
-    assert got[1]["text"] == ROWS[1]["text"]
-    assert got[2] == {"line": 3, "score": None, "logits": [1.5, -2.0]}
-    assert "NaN" not in text
-    assert writer.rows_written == 3
-
-
-def test_jsonl_writer_to_stdout(capsys):
-    writer = open_writer(None)
-    writer.write_chunk([{"label": "POSITIVE", "score": 1.0}])
-    writer.close()
-    writer = open_writer("-")
-    writer.write_chunk([{"text": "é"}])
-    writer.close()
-    assert capsys.readouterr().out == '{"label": "POSITIVE", "score": 1.0}\n{"text": "é"}\n'
-
-
-def test_each_chunk_is_one_write_and_durable(tmp_path, monkeypatch):
-    import os
-    path = str(tmp_path / "out.jsonl")
-    writer = open_writer(path)
-    writes, syncs = [], []
-    real_write = writer._file.write
-    monkeypatch.setattr(writer._file, "write", lambda b: writes.append(b) or real_write(b),
-                        raising=False)
-    monkeypatch.setattr(os, "fsync", lambda fd: syncs.append(fd))
-    writer.write_chunk([{"i": i} for i in range(100)])
-    assert len(writes) == 1 and len(syncs) == 1
-    assert Path(path).read_text().count("\n") == 100  # on disk before close
-    writer.close()
-
-
-def test_csv_writer_round_trip_and_nested_values(tmp_path):
-    import csv
-    path = str(tmp_path / "out.csv")
-    with open_writer(path) as writer:
-        writer.write_chunk(ROWS)
-        writer.write_chunk([{"line": 3, "label": None, "score": 0.5}])
-    with open(path, newline="", encoding="utf-8") as f:
-        got = list(csv.DictReader(f))
-    assert [r["text"] for r in got[:2]] == [ROWS[0]["text"], ROWS[1]["text"]]
-    assert got[0]["score"] == "0.875" and got[2]["label"] == ""
-    path2 = str(tmp_path / "topk.csv")
-    with open_writer(path2) as writer:
-        writer.write_chunk([{"line": 1, "top_k": [{"label": "A", "score": 0.5}]}])
-    with open(path2, newline="", encoding="utf-8") as f:
-        (row,) = list(csv.DictReader(f))
-    assert json.loads(row["top_k"]) == [{"label": "A", "score": 0.5}]
-
-
-def test_csv_writer_rejects_new_columns(tmp_path):
-    writer = open_writer(str(tmp_path / "out.csv"))
-    writer.write_chunk([{"a": 1}])
-    with pytest.raises(RecordsError, match="'b'"):
-        writer.write_chunk([{"a": 2, "b": 3}])
-    writer.close()
-
-
-def test_append_mode_jsonl_and_csv(tmp_path):
-    for name in ("out.jsonl", "out.csv"):
-        path = str(tmp_path / name)
-        with open_writer(path) as writer:
-            writer.write_chunk([{"line": 1, "label": "A"}])
-        with open_writer(path, append=True) as writer:
-            writer.write_chunk([{"line": 2, "label": "B"}])
-        assert count_complete_records(path) == 2
-        if name.endswith(".csv"):
-            assert Path(path).read_text() == "line,label\n1,A\n2,B\n"  # header written once
-    fresh = str(tmp_path / "fresh.csv")
-    with open_writer(fresh, append=True) as writer:  # append to a missing file: header needed
-        writer.write_chunk([{"x": 1}])
-    assert Path(fresh).read_text() == "x\n1\n"
-
-
-def test_parquet_writer_round_trip(tmp_path, pa):
-    import pyarrow.parquet as pq
-    path = str(tmp_path / "out.parquet")
-    rows = [{"line": i, "label": "POSITIVE", "score": np.float32(0.5),
-             "top_k": [{"label": "POSITIVE", "score": 0.5}]} for i in range(5)]
-    with open_writer(path) as writer:
-        writer.write_chunk(rows[:3])
-        assert not Path(path).exists()  # written to .partial until closed
-        writer.write_chunk(rows[3:])
-    table = pq.read_table(path)
-    assert table.num_rows == 5 and table.column("line").to_pylist() == list(range(5))
-    assert table.column("top_k").to_pylist()[0] == [{"label": "POSITIVE", "score": 0.5}]
-    assert not Path(path + ".partial").exists()
-    assert count_complete_records(path) == 5
-    # as an input, the output reads back
-    assert _texts(_read(path, text_column="label")) == ["POSITIVE"] * 5
-
-
-def test_parquet_refuses_append_and_stdout_and_keeps_failed_runs_partial(tmp_path, pa):
-    path = str(tmp_path / "out.parquet")
-    with pytest.raises(RecordsError, match="cannot resume.*JSONL or CSV"):
-        open_writer(path, append=True)
-    with pytest.raises(RecordsError, match="stdout"):
-        open_writer(None, fmt="parquet")
-    with pytest.raises(KeyError), open_writer(path) as writer:
-        writer.write_chunk([{"a": 1}])
-        raise KeyError("boom")
-    assert not Path(path).exists() and Path(path + ".partial").exists()
-    Path(path).write_bytes(b"PAR1 truncated")
-    with pytest.raises(RecordsError, match="cannot be resumed"):
-        count_complete_records(path)
-
-
-def test_unknown_output_extension(tmp_path):
-    with pytest.raises(RecordsError, match=r"\.csv.*\.jsonl.*\.parquet"):
-        open_writer(str(tmp_path / "out.xlsx"))
-    with pytest.raises(RecordsError, match="does not exist"):
-        open_writer(str(tmp_path / "no" / "out.jsonl"))
-
-
-# --------------------------------------------------------------------------------------- resume
-
-def test_count_complete_records_truncates_a_partial_jsonl_line(tmp_path):
-    path = tmp_path / "out.jsonl"
-    path.write_bytes(b'{"line": 1}\n{"line": 2}\n{"line": 3, "sco')
-    assert count_complete_records(str(path)) == 2
-    assert path.read_bytes() == b'{"line": 1}\n{"line": 2}\n'
-    assert count_complete_records(str(path)) == 2  # idempotent
-    with open_writer(str(path), append=True) as writer:
-        writer.write_chunk([{"line": 3}])
-    assert [json.loads(x)["line"] for x in path.read_text().splitlines()] == [1, 2, 3]
-
-
-def test_count_complete_records_edge_cases(tmp_path):
-    assert count_complete_records(str(tmp_path / "missing.jsonl")) == 0
-    only_partial = tmp_path / "p.jsonl"
-    only_partial.write_bytes(b'{"li')
-    assert count_complete_records(str(only_partial)) == 0
-    assert only_partial.read_bytes() == b""
-    with pytest.raises(RecordsError, match="output file"):
-        count_complete_records("-")
-
-
-def test_count_complete_records_csv_cut_inside_a_quoted_field(tmp_path):
-    path = tmp_path / "out.csv"
-    full = b'line,text\n1,plain\n2,"two\nlines"\n'
-    path.write_bytes(full + b'3,"cut after\nan embedded newline')
-    assert count_complete_records(str(path)) == 2
-    assert path.read_bytes() == full
-    path.write_bytes(full + b'3,"cut\n')
-    assert count_complete_records(str(path)) == 2
-    assert path.read_bytes() == full
-    path.write_bytes(b"line,te")
-    assert count_complete_records(str(path)) == 0
-    assert path.read_bytes() == b""

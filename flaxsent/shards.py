@@ -1,0 +1,175 @@
+"""Multi-process `flaxsent predict`: which rows each process owns, the manifest, and the merge.
+
+The input's rows are cut into blocks of `block` rows (whole classifier windows) and the blocks are
+dealt out in turn: process P of N predicts blocks P, P + N, P + 2N, ... into
+`OUTPUT.part-P-of-N` (JSONL, each row with its input index in `_row`). Because a block is a whole
+number of windows, each process forms exactly the batches one process would, so the merged
+output is byte-identical to a single-process run. Process 0 writes `OUTPUT.manifest.json` once
+its part is done (under `--distributed`, once every part is), and `merge_parts` joins the parts
+in input order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from .errors import FlaxsentError
+from .readers import STDIO
+from .writers import open_writer, output_format
+
+ROW_FIELD = "_row"
+MANIFEST_SUFFIX = ".manifest.json"
+_MERGE_CHUNK = 1024  # records per durable write of the merged output
+
+
+class ShardError(FlaxsentError):
+    """Process options that cannot work together, or parts that do not make one run."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Shard:
+    """Which rows this process predicts: whole blocks of `block` rows, dealt out in turn."""
+
+    index: int
+    count: int
+    block: int  # rows per block: a multiple of the classifier's window
+
+    def part_path(self, output: str) -> str:
+        """This process's part of `output`."""
+        return f"{output}.part-{self.index}-of-{self.count}"
+
+    def owns(self, row: int) -> bool:
+        """Whether input row `row` (0-based) is this shard's."""
+        return (row // self.block) % self.count == self.index
+
+    def global_row(self, k: int) -> int:
+        """The input row of this shard's k-th row."""
+        blocks, within = divmod(k, self.block)
+        return (blocks * self.count + self.index) * self.block + within
+
+    def rows_of(self, total: int) -> int:
+        """How many of `total` input rows this shard owns."""
+        first_rows = range(self.index * self.block, total, self.count * self.block)
+        return sum(min(self.block, total - b) for b in first_rows)
+
+
+def process_shard(distributed: bool, coordinator: str | None, num_processes: int | None,
+                  process_id: int | None) -> tuple[int, int]:
+    """(this process's index, process count): from jax.distributed (started here when
+    `distributed`), else from the options or JAX_NUM_PROCESSES / JAX_PROCESS_ID, else (0, 1)."""
+    env = os.environ
+    coordinator = coordinator or env.get("JAX_COORDINATOR_ADDRESS")
+    n = num_processes if num_processes is not None else env.get("JAX_NUM_PROCESSES")
+    pid = process_id if process_id is not None else env.get("JAX_PROCESS_ID")
+    if distributed:
+        if coordinator is None or n is None or pid is None:
+            raise ShardError("--distributed needs --coordinator HOST:PORT, --num-processes N "
+                             "and --process-id P (or JAX_COORDINATOR_ADDRESS, "
+                             "JAX_NUM_PROCESSES, JAX_PROCESS_ID)")
+        import jax
+        try:
+            jax.distributed.initialize(coordinator_address=coordinator, num_processes=int(n),
+                                       process_id=int(pid))
+        except Exception as err:  # connection refused, timeout, already initialized
+            raise ShardError(f"jax.distributed.initialize({coordinator}, {n}, {pid}) "
+                             f"failed: {err}") from None
+        index, count = jax.process_index(), jax.process_count()
+    elif n is None and pid is None:
+        return 0, 1
+    else:
+        try:
+            index, count = int(pid if pid is not None else 0), int(n if n is not None else 1)
+        except ValueError:
+            raise ShardError(f"--num-processes {n!r} / --process-id {pid!r}: "
+                             "must be integers") from None
+    if count < 1 or not 0 <= index < count:
+        raise ShardError(f"--process-id {index} must be from 0 to --num-processes - 1 "
+                         f"({count - 1})")
+    return index, count
+
+
+def finish_part(shard: Shard, output: str, input_path: str, *, wait: bool) -> str | None:
+    """After this process's part: wait for every process (when `wait`, under jax.distributed),
+    then process 0 writes the manifest; returns its path (None on other processes)."""
+    if wait:
+        import jax
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+            multihost_utils.sync_global_devices("flaxsent-predict-done")
+    return write_manifest(output, shard, input_path) if shard.index == 0 else None
+
+
+def write_manifest(output: str, shard: Shard, input_path: str) -> str:
+    """Write `OUTPUT.manifest.json` naming the parts (relative to the manifest's folder)."""
+    path = output + MANIFEST_SUFFIX
+    parts = [Path(dataclasses.replace(shard, index=i).part_path(output)).name
+             for i in range(shard.count)]
+    manifest = {"format": "flaxsent-predict-parts", "version": 1, "input": input_path,
+                "output": Path(output).name, "num_processes": shard.count, "parts": parts,
+                "block": shard.block, "row_field": ROW_FIELD}
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(manifest, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def merge_parts(manifest_path: str, output: str | None, *, force: bool = False) -> int:
+    """Join the parts a manifest lists into `output` in input order, dropping `_row`; returns
+    the number of records. Checks that the parts interleave exactly (row i in part
+    (i // block) % N)."""
+    try:
+        manifest = json.loads(Path(manifest_path).read_text(encoding="utf-8"))
+        names = list(manifest["parts"])
+        n = int(manifest["num_processes"])
+        block = int(manifest["block"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ShardError(f"{manifest_path!r} is not a readable predict manifest: {err}") \
+            from None
+    if len(names) != n or n < 1:
+        raise ShardError(f"{manifest_path!r}: lists {len(names)} part(s) for {n} processes")
+    if output not in (None, STDIO) and os.path.exists(output) and not force:
+        raise ShardError(f"output {output!r} already exists: pass --force to overwrite it")
+    folder = Path(manifest_path).parent
+    paths = [folder / name for name in names]
+    for p in paths:
+        if not p.is_file():
+            raise ShardError(f"part {str(p)!r} listed in {manifest_path!r} does not exist")
+    files = [open(p, "rb") for p in paths]
+    writer = open_writer(output, output_format(output))
+    chunk: list[dict[str, Any]] = []
+    i = 0
+    try:
+        while True:
+            part = (i // block) % n
+            raw = files[part].readline()
+            if not raw:
+                extra = [str(paths[j]) for j in range(n) if j != part and files[j].readline()]
+                if extra:
+                    raise ShardError(f"part {str(paths[part])!r} ends at row {i} but "
+                                     f"{', '.join(extra)} go(es) on: a part is incomplete; "
+                                     "rerun that process with --resume")
+                break
+            if not raw.endswith(b"\n"):
+                raise ShardError(f"part {str(paths[part])!r} ends with a partial record: "
+                                 "rerun that process with --resume")
+            row = json.loads(raw)
+            if row.pop(ROW_FIELD, None) != i:
+                raise ShardError(f"part {str(paths[part])!r}: expected row {i} next; the "
+                                 "parts do not belong to one run")
+            chunk.append(row)
+            if len(chunk) >= _MERGE_CHUNK:
+                writer.write_chunk(chunk)
+                chunk = []
+            i += 1
+        writer.write_chunk(chunk)
+    finally:
+        writer.close()
+        for f in files:
+            f.close()
+    return writer.rows_written

@@ -1,0 +1,108 @@
+"""Multi-process predict: shards cover every row once in whole blocks, the manifest and the merge
+(an incomplete part detected), process options, and a 2-process jax.distributed run whose merged
+output is byte-identical to a single process's."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+
+from flaxsent import predict, shards
+from flaxsent.classifier import Classifier
+from flaxsent.errors import FlaxsentError
+
+from .test_predict import cli, read_output, subprocess_cli, texts, write_input
+
+
+@pytest.fixture(scope="module")
+def clf(tiny_flax) -> Classifier:
+    return Classifier.from_pretrained(tiny_flax, window=64)
+
+
+@pytest.mark.parametrize("count, block, total", [(1, 1, 10), (2, 50, 301), (3, 7, 100)])
+def test_shards_cover_every_row_once(count, block, total):
+    parts = [shards.Shard(i, count, block) for i in range(count)]
+    owners = [[s.index for s in parts if s.owns(row)] for row in range(total)]
+    assert all(len(o) == 1 for o in owners)
+    for s in parts:
+        mine = [row for row in range(total) if s.owns(row)]
+        assert s.rows_of(total) == len(mine)
+        assert [s.global_row(k) for k in range(len(mine))] == mine
+
+
+def test_process_shard_from_options_and_environment(monkeypatch):
+    for name in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
+        monkeypatch.delenv(name, raising=False)
+    assert shards.process_shard(False, None, None, None) == (0, 1)
+    assert shards.process_shard(False, None, 4, 3) == (3, 4)
+    monkeypatch.setenv("JAX_NUM_PROCESSES", "2")
+    monkeypatch.setenv("JAX_PROCESS_ID", "1")
+    assert shards.process_shard(False, None, None, None) == (1, 2)
+    with pytest.raises(FlaxsentError, match="--process-id 2 must be from 0 to"):
+        shards.process_shard(False, None, 2, 2)
+    with pytest.raises(FlaxsentError, match="--distributed needs --coordinator"):
+        shards.process_shard(True, None, None, None)
+
+
+def test_blocks_must_be_whole_windows(clf, tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_text("good fun\n")
+    with pytest.raises(FlaxsentError, match="not whole classifier windows of 64"):
+        predict.predict_file(clf, str(src), str(tmp_path / "o.jsonl"),
+                             shard=shards.Shard(0, 2, 32), progress=False)
+
+
+def test_merge_detects_an_incomplete_part(clf, tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_text("".join(t + "\n" for t in texts(300, seed=8)))
+    out = tmp_path / "o.jsonl"
+    parts = [shards.Shard(pid, 3, clf.window) for pid in (0, 1, 2)]
+    for shard in parts:
+        predict.predict_file(clf, str(src), shard.part_path(str(out)), shard=shard,
+                             progress=False)
+    manifest = shards.write_manifest(str(out), parts[0], str(src))
+    assert shards.merge_parts(manifest, str(tmp_path / "m.jsonl")) == 300
+    single = tmp_path / "single.jsonl"
+    predict.predict_file(clf, str(src), str(single), progress=False)
+    assert (tmp_path / "m.jsonl").read_bytes() == single.read_bytes()
+    part0 = Path(parts[0].part_path(str(out)))
+    part0.write_bytes(b"".join(part0.read_bytes().splitlines(keepends=True)[:2]))
+    with pytest.raises(FlaxsentError, match="incomplete"):
+        shards.merge_parts(manifest, str(tmp_path / "m2.jsonl"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_process_distributed_run_merges_to_single_process_output(tiny_flax, tmp_path):
+    window = Classifier.from_pretrained(tiny_flax).window  # what the CLI's classifier uses
+    n = 2 * window + 301  # process 0 gets windows 0 and 2, process 1 window 1
+    src = tmp_path / "in.jsonl"
+    write_input(src, [{"id": i, "text": t} for i, t in enumerate(texts(n, seed=7))])
+    single, sharded, merged = (tmp_path / name for name in ("single.jsonl", "out.jsonl",
+                                                            "merged.jsonl"))
+    common = ["--model", str(tiny_flax), str(src), "--chunk-size", "50", "--no-progress"]
+    coordinator = f"127.0.0.1:{free_port()}"
+    procs = [subprocess_cli([*common, "-o", str(sharded), "--distributed"],
+                            env={"JAX_COORDINATOR_ADDRESS": coordinator,
+                                 "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": str(pid)})
+             for pid in (0, 1)]
+    assert cli([*common, "-o", str(single)]) == 0
+    for proc in procs:
+        _, err = proc.communicate(timeout=180)
+        assert proc.returncode == 0, err.decode()[-2000:]
+    manifest = json.loads((tmp_path / "out.jsonl.manifest.json").read_text())
+    assert manifest["parts"] == ["out.jsonl.part-0-of-2", "out.jsonl.part-1-of-2"]
+    assert manifest["block"] == window
+    part1 = read_output(tmp_path / "out.jsonl.part-1-of-2")
+    # whole windows are dealt out in turn, whatever the chunk size
+    assert [r["_row"] for r in part1] == list(range(window, 2 * window))
+    assert cli(["--merge", str(tmp_path / "out.jsonl.manifest.json"), "-o", str(merged)]) == 0
+    assert "_row" not in read_output(merged)[0]
+    assert merged.read_bytes() == single.read_bytes()
