@@ -1,5 +1,5 @@
-"""The `flaxsent` command: every subcommand's arguments (convert, export, predict, eval; bench
-registers its own), one line per user error, exit 2."""
+"""The `flaxsent` command: every subcommand's arguments (convert, export, predict, eval, train;
+bench registers its own), one line per user error, exit 2."""
 
 from __future__ import annotations
 
@@ -99,6 +99,33 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from .trainer import TrainOptions, train
+    opts = TrainOptions(
+        model=args.model, data=args.data, out=args.out, eval=args.eval,
+        num_labels=args.num_labels,
+        label_names=tuple(n.strip() for n in args.label_names.split(",")) if args.label_names
+        else None,
+        text_column=args.text_column, label_column=args.label_column,
+        learning_rate=args.learning_rate, batch_size=args.batch_size,
+        warmup_steps=args.warmup_steps, epochs=args.epochs, max_steps=args.max_steps,
+        max_length=args.max_length, weight_decay=args.weight_decay,
+        max_grad_norm=args.max_grad_norm or None, seed=args.seed, grad_accum=args.grad_accum,
+        dtype=args.dtype, dropout=not args.no_dropout, shuffle=not args.no_shuffle,
+        packed=not args.no_packing, save_every=args.save_every, devices=args.devices,
+        resume=args.resume, force=args.force, progress=not args.no_progress,
+        tensorboard=args.tensorboard)
+    result = train(opts)
+    if result.resumed_from:
+        print(f"resumed from step {result.resumed_from}", file=sys.stderr)
+    accuracy = (result.eval_metrics or {}).get("accuracy")
+    print(f"trained {result.steps} step(s) on {result.examples} example(s) in "
+          f"{result.seconds:.0f} s; last loss {result.final_loss:.4f}"
+          + (f", eval accuracy {accuracy:.4f}" if accuracy is not None else "")
+          + f" -> {result.out}", file=sys.stderr)
+    return 0
+
+
 def _top_k(value: str) -> int | None:
     """--top-k: a positive integer, or 'all' (None)."""
     if value.lower() == "all":
@@ -185,6 +212,65 @@ def _add_eval(sub: Any) -> None:
     p.set_defaults(func=_eval)
 
 
+def _add_train(sub: Any) -> None:
+    p = sub.add_parser(
+        "train", help="fine-tune a classifier (the model card's recipe by default), packed",
+        description="Fine-tune a DistilBERT classifier on a labelled file with optax: AdamW, "
+                    "linear warm-up and decay, texts packed several to a row.")
+    p.add_argument("--model", "-m", required=True,
+                   help="converted flaxsent folder, HF folder or Hub id (a masked-LM checkpoint "
+                        "needs --num-labels)")
+    p.add_argument("--data", required=True,
+                   help="training file with a label column: SST-2 TSV (sentence<TAB>label), "
+                        "CSV, JSONL or Parquet")
+    p.add_argument("--out", required=True, help="output folder: a flaxsent checkpoint, plus "
+                                                "metrics.jsonl, curves.png and train_state/")
+    p.add_argument("--eval", default=None, help="labelled file scored at each epoch's end")
+    p.add_argument("--num-labels", type=int, default=None,
+                   help="a fresh N-label head on a checkpoint without one")
+    p.add_argument("--label-names", default=None, metavar="A,B,...",
+                   help="names of the labels in the output (default: the model's)")
+    p.add_argument("--text-column", default=None,
+                   help="column holding the text (default: text, else sentence)")
+    p.add_argument("--label-column", default="label", help="column holding the label")
+    r = p.add_argument_group("the recipe (defaults: the model card's)")
+    r.add_argument("--learning-rate", type=float, default=1e-5, help="peak (default 1e-5)")
+    r.add_argument("--batch-size", type=int, default=32, help="examples a step (default 32)")
+    r.add_argument("--warmup-steps", type=int, default=600,
+                   help="linear warm-up from 0 (default 600), then linear decay to 0")
+    r.add_argument("--epochs", type=int, default=3, help="passes over --data (default 3)")
+    r.add_argument("--max-steps", type=int, default=None,
+                   help="stop after N steps; then also the schedule's length")
+    r.add_argument("--max-length", type=int, default=128,
+                   help="truncate examples to N tokens (default 128)")
+    r.add_argument("--weight-decay", type=float, default=0.0,
+                   help="AdamW decay, never on biases or LayerNorm (default 0)")
+    r.add_argument("--max-grad-norm", type=float, default=1.0,
+                   help="clip the gradient's global norm (default 1.0, as transformers' "
+                        "Trainer; 0 turns it off)")
+    r.add_argument("--seed", type=int, default=0,
+                   help="data order, dropout and a fresh head (default 0)")
+    r.add_argument("--grad-accum", type=int, default=1,
+                   help="split each step into N micro-batches (default 1)")
+    r.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                   help="compute dtype; master weights stay float32")
+    r.add_argument("--no-dropout", action="store_true", help="train without dropout")
+    r.add_argument("--no-shuffle", action="store_true", help="keep the file's order")
+    r.add_argument("--no-packing", action="store_true",
+                   help="one example a row, padded to --max-length (slower; for comparison)")
+    p.add_argument("--save-every", type=int, default=500,
+                   help="save the train state every N steps (and at each epoch's end)")
+    p.add_argument("--devices", type=int, default=None,
+                   help="train data-parallel on the first N local devices (default: all)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last saved state")
+    p.add_argument("--force", action="store_true", help="replace an earlier run in --out")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="also write TensorBoard event files (needs flaxsent[tensorboard])")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.set_defaults(func=_train)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(
@@ -210,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_predict(sub)
     _add_eval(sub)
+    _add_train(sub)
     from flaxsent.bench.cli import add_bench_parser
     add_bench_parser(sub)
     return parser

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import FlaxsentError
-from .metrics import classification_metrics, parse_labels
-from .readers import read_records
+from .labelled import iter_labelled
+from .metrics import classification_metrics
 
 if TYPE_CHECKING:
     from .classifier import Classifier
@@ -26,33 +26,15 @@ def evaluate_file(clf: Classifier, path: str, *, text_column: str | None = None,
                   ) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     """(metrics, gold class ids [N], probabilities [N, C]) of `clf` on a labelled file."""
     names = list(clf.labels)
-    reader = read_records(path, text_column, input_fmt)
-    if reader.fmt == "txt":
-        reader.close()
-        raise EvalError(f"{path!r} is plain text, which has no labels: give a TSV (GLUE SST-2: "
-                        "sentence<TAB>label), CSV, JSONL or parquet file with a label column")
-    if reader.columns is not None and label_column not in reader.columns:
-        reader.close()
-        raise EvalError(f"{path!r} has no label column {label_column!r}; its columns are "
-                        f"{', '.join(map(repr, reader.columns))}: choose one with "
-                        "--label-column")
     gold: list[int] = []
 
     def texts() -> Iterator[str]:
-        for record in reader:
-            if record.error is not None:
-                raise EvalError(f"{reader.where(record.line)}: {record.error}")
-            if label_column not in record.extra:
-                raise EvalError(f"{reader.where(record.line)}: no {label_column!r} field; "
-                                "choose the label column with --label-column")
-            value = record.extra[label_column]
-            gold.append(int(parse_labels([value], names, rows=[record.line])[0]))
-            yield record.text
+        for text, label in iter_labelled(path, names, text_column=text_column,
+                                         label_column=label_column, fmt=input_fmt):
+            gold.append(label)
+            yield text
 
-    try:
-        rows = list(clf.stream_logits(texts()))
-    finally:
-        reader.close()
+    rows = list(clf.stream_logits(texts()))
     if not rows:
         raise EvalError(f"{path!r} holds no labelled rows")
     from .classifier import softmax  # lazily: importing this module needs no jax

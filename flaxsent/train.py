@@ -119,7 +119,7 @@ class TrainStep:
 
             loss, grads = jax.value_and_grad(loss_of)(params)
             updates, opt_state = self.tx.update(grads, opt_state, params)
-            return optax.apply_updates(params, updates), opt_state, loss, optax.global_norm(grads)
+            return optax.apply_updates(params, updates), opt_state, loss, optax.tree.norm(grads)
 
         rep, shard = self.replicated, self.batch_sharding
         self._step = jax.jit(step, in_shardings=(rep, rep, *[shard] * 5, rep),

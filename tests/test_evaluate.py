@@ -118,7 +118,7 @@ def test_bad_rows_name_the_line(clf, tmp_path):
     texts, labels = examples(10, seed=4)
     data = tmp_path / "dev.tsv"
     write_sst2(data, texts, [*labels[:6], "maybe", *labels[7:]])
-    with pytest.raises(FlaxsentError, match="label 'maybe' in row 8 is not a class"):
+    with pytest.raises(FlaxsentError, match="dev.tsv, line 8: label 'maybe' is not a class"):
         evaluate.evaluate_file(clf, str(data))
     jsonl = tmp_path / "dev.jsonl"
     jsonl.write_text('{"text": "fun", "label": 1}\n{oops\n')

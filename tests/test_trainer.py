@@ -15,6 +15,7 @@ import pytest
 
 from flaxsent import Classifier
 from flaxsent import checkpoint as ckpt
+from flaxsent.errors import FlaxsentError
 from flaxsent.trainer import TrainError, TrainOptions, train
 
 from .conftest import WORDS, build_hf_checkpoint
@@ -57,23 +58,26 @@ def test_a_run_writes_a_checkpoint_metrics_and_curves(tiny_hf, tmp_path):
     assert clf(["a great film"])[0]["label"] in ("NEGATIVE", "POSITIVE")
     assert set(result.compiled_shapes) <= {s.as_tuple() for s in result.plan_shapes}
     assert 1 <= len(result.compiled_shapes) <= len(result.plan_shapes) <= 5
-    # the loss came down on this easy task
-    assert np.mean([r["loss"] for r in steps[-3:]]) < np.mean([r["loss"] for r in steps[:3]])
+
+
+def test_it_learns_an_easy_task(tiny_hf, tmp_path):
+    """Whether a positive word occurs: the tiny model learns it in 8 epochs."""
+    result = train(_options(tiny_hf, tmp_path, epochs=8, max_steps=None, learning_rate=1e-2,
+                            warmup_steps=0, dropout=False))
+    steps = [json.loads(x) for x in (result.out / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in steps if r["kind"] == "step"]
+    assert np.mean(losses[-6:]) < 0.2 * np.mean(losses[:6])
+    assert result.eval_metrics["accuracy"] >= 0.75  # held out; the majority class is ~60%
 
 
 def test_masked_lm_source_needs_num_labels(tmp_path):
     mlm = tmp_path / "mlm"
     build_hf_checkpoint(mlm, head="mlm")
-    with pytest.raises(FlaxsentError_like(), match="--num-labels"):
+    with pytest.raises(FlaxsentError, match="--num-labels"):
         train(_options(mlm, tmp_path, max_steps=2))
     result = train(_options(mlm, tmp_path, max_steps=2, num_labels=2, force=True,
                             label_names=("NEGATIVE", "POSITIVE")))
     assert ckpt.read_config(result.out).labels == ("NEGATIVE", "POSITIVE")
-
-
-def FlaxsentError_like():
-    from flaxsent.errors import FlaxsentError
-    return FlaxsentError
 
 
 def test_packed_and_padded_runs_end_with_the_same_weights(tiny_hf, tmp_path):
@@ -81,8 +85,12 @@ def test_packed_and_padded_runs_end_with_the_same_weights(tiny_hf, tmp_path):
     opts = dict(dropout=False, max_steps=4)
     packed = train(_options(tiny_hf, tmp_path, out=str(tmp_path / "p"), **opts))
     padded = train(_options(tiny_hf, tmp_path, out=str(tmp_path / "q"), packed=False, **opts))
-    a, b = ckpt.load_flax_params(packed.out), ckpt.load_flax_params(padded.out)
-    assert max(float(np.abs(a[k] - b[k]).max()) for k in a) < 1e-5
+    texts = [" ".join(WORDS[i:i + 7]) for i in range(0, 50, 5)]
+    a = Classifier.from_pretrained(packed.out, cache_dir=tmp_path / "c").logits(texts)
+    b = Classifier.from_pretrained(padded.out, cache_dir=tmp_path / "c").logits(texts)
+    assert np.abs(a - b).max() < 1e-4  # Adam's normalisation amplifies 1e-7 gradient noise
+    assert np.abs(a - Classifier.from_pretrained(tiny_hf, cache_dir=tmp_path / "c").logits(
+        texts)).max() > 1e-2  # and both did train
     assert len(padded.compiled_shapes) == 1 and padded.compiled_shapes[0][1:] == (32, 1)
 
 
@@ -133,7 +141,7 @@ def test_resume_refuses_other_options_or_data(tiny_hf, tmp_path):
 def test_bad_data_is_one_clear_error(tiny_hf, tmp_path, content, match):
     data = tmp_path / "bad.tsv"
     data.write_text(content, encoding="utf-8")
-    with pytest.raises(TrainError, match=match):
+    with pytest.raises(FlaxsentError, match=match):
         train(_options(tiny_hf, tmp_path, data=str(data)))
 
 
