@@ -47,6 +47,12 @@ def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--no-probes", action="store_false", dest="probes",
                    help="skip the fresh-process figures (compile, first result, memory)")
     p.add_argument("--seed", type=int, default=0, help="seed of the embedded corpus (default 0)")
+    t = p.add_argument_group("training steps (--train)")
+    t.add_argument("--train", action="store_true",
+                   help="benchmark training steps instead: flaxsent packed and padded to 128, "
+                        "PyTorch padded to 128 and length-grouped (writes train.json/.md/.png)")
+    t.add_argument("--steps", type=int, default=None,
+                   help="timed steps per strategy with --train (default 6; --quick 2)")
     return p
 
 
@@ -68,8 +74,23 @@ def options_from_args(args: argparse.Namespace):
                         probes=args.probes, seed=args.seed)
 
 
+def run_train(args: argparse.Namespace) -> int:
+    """`--train`: training steps side by side; 0 once the reports are written."""
+    from .train_bench import TrainBenchOptions, markdown, run_train_bench
+    steps = args.steps if args.steps is not None else (2 if args.quick else 6)
+    if steps < 1:
+        raise FlaxsentError(f"--steps {steps}: must be a positive integer")
+    record = run_train_bench(TrainBenchOptions(model=args.model, data=args.data, out=args.out,
+                                               steps=steps, quick=args.quick, seed=args.seed))
+    print(markdown(record))
+    print(f"reports: {record['out']}/train.json, train.md, train.png", file=sys.stderr)
+    return 0
+
+
 def run_bench(args: argparse.Namespace) -> int:
     """Run the bench: 0 when every strategy is within parity tolerance, 1 otherwise."""
+    if args.train:
+        return run_train(args)
     from .harness import run_harness
     result = run_harness(options_from_args(args))
     print(f"reports: {result.out_dir}/results.json, results.md, chart.png", file=sys.stderr)

@@ -40,6 +40,7 @@ class TrainBenchOptions:
     quick: bool = False
     seed: int = 0
     progress: bool = True
+    model_cache: str | None = None  # where the default model is kept (None: the user cache)
 
 
 def _examples(opts: TrainBenchOptions, folder: Path) -> tuple[list[np.ndarray], np.ndarray,
@@ -143,7 +144,8 @@ def run_train_bench(opts: TrainBenchOptions) -> dict[str, Any]:
     """Every strategy on the same examples; writes train.json, train.md and train.png."""
     from tqdm import tqdm
     sysinfo.pin_xla_threads(sysinfo.usable_cores())
-    folder = Path(opts.model) if opts.model else default_model_folder(quick=opts.quick)
+    folder = Path(opts.model) if opts.model else default_model_folder(quick=opts.quick,
+                                                                      root=opts.model_cache)
     arrays, labels, source = _examples(opts, folder)
     real = int(sum(len(a) for a in arrays))
     rows = []

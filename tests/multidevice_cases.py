@@ -55,3 +55,35 @@ def test_pmap_predict_equals_mesh_and_plain_call(tiny_flax, batch):
     plain = np.asarray(model(ids, mask))
     np.testing.assert_allclose(pmap_predict(model, ids, mask), plain, atol=1e-6)
     np.testing.assert_allclose(mesh_predict(model, ids, mask), plain, atol=1e-6)
+
+
+def test_training_on_eight_devices_equals_one(tiny_hf):
+    """The same steps data-parallel over 8 devices: the same losses and the same model."""
+    from flaxsent.plan import StepPlan
+    from flaxsent.train import Recipe, TrainStep
+
+    rng = np.random.default_rng(0)
+    steps = []
+    for _ in range(3):
+        arrays = [np.concatenate([[2], rng.integers(5, 128, int(k)), [3]]).astype(np.int32)
+                  for k in rng.integers(0, 40, 16)]
+        steps.append((arrays, rng.integers(0, 2, 16).astype(np.int32)))
+    results = []
+    for devices in (1, 8):
+        model = ckpt.load_model(tiny_hf)
+        trainer = TrainStep(model, Recipe(learning_rate=1e-3, warmup_steps=0, total_steps=3),
+                            devices=devices, dropout=False)
+        plan = StepPlan.build(64, 16, devices)
+        params, state = trainer.init(model)
+        losses = []
+        for arrays, labels in steps:
+            batch = plan.batch(list(range(16)), arrays, pad_id=0)
+            assert batch.shape.rows % devices == 0
+            params, state, loss, _ = trainer(params, state, batch, labels[batch.positions],
+                                             jax.random.key(0))
+            losses.append(float(loss))
+        ids, mask = random_batch(np.random.default_rng(5), 128, 6, 20)
+        with jax.default_matmul_precision("highest"):
+            results.append((losses, np.asarray(trainer.model(params)(ids, mask))))
+    np.testing.assert_allclose(results[0][0], results[1][0], atol=1e-6)
+    np.testing.assert_allclose(results[0][1], results[1][1], atol=1e-5)

@@ -341,3 +341,22 @@ def test_data_stops_at_the_first_bad_row_naming_its_line(tmp_path, name, content
         path.write_text(content, encoding="utf-8")
     with pytest.raises(FlaxsentError, match=pattern):
         _corpus(BenchOptions(data=str(path)), MODES["default"])
+
+
+def test_train_bench_quick(tmp_path, model_cache):
+    """--train: the four strategies on the same examples, with the padding each one computes."""
+    from flaxsent.bench.train_bench import TrainBenchOptions, run_train_bench
+    record = run_train_bench(TrainBenchOptions(out=str(tmp_path / "t"), steps=2, quick=True,
+                                               progress=False, model_cache=str(model_cache)))
+    rows = {r["name"]: r for r in record["strategies"]}
+    assert list(rows) == ["flax-packed", "flax-padded", "torch-padded", "torch-grouped"]
+    assert rows["flax-padded"]["padding_efficiency"] == \
+        pytest.approx(rows["torch-padded"]["padding_efficiency"])  # both pad to 128
+    assert rows["flax-packed"]["padding_efficiency"] > 0.5 > rows["flax-padded"][
+        "padding_efficiency"]
+    assert rows["torch-grouped"]["padding_efficiency"] > rows["torch-padded"][
+        "padding_efficiency"]
+    assert all(r["examples_per_s"] > 0 for r in rows.values())
+    assert len(rows["flax-padded"]["compiled_shapes"]) == 1
+    for name in ("train.json", "train.md", "train.png"):
+        assert (tmp_path / "t" / name).stat().st_size > 0
