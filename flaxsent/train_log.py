@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -81,10 +82,15 @@ def read_log(out: Path) -> list[dict[str, Any]]:
     return records
 
 
-def plot_curves(out: Path, title: str) -> Path:
+def plot_curves(out: Path, title: str) -> Path | None:
     """curves.png: training loss (each step, and its running mean) with the learning rate, and
-    the evaluation metrics at each epoch."""
-    import matplotlib
+    the evaluation metrics at each epoch. None (and a note) without matplotlib."""
+    try:
+        import matplotlib
+    except ImportError:
+        print("flaxsent train: curves.png skipped: pip install matplotlib to draw it",
+              file=sys.stderr)
+        return None
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 

@@ -44,8 +44,9 @@ def _options(tiny_hf: Path, tmp_path: Path, **changes) -> TrainOptions:
 
 
 def test_a_run_writes_a_checkpoint_metrics_and_curves(tiny_hf, tmp_path):
-    result = train(_options(tiny_hf, tmp_path, epochs=2, max_steps=None))
+    result = train(_options(tiny_hf, tmp_path, epochs=2, max_steps=None, tensorboard=True))
     out = tmp_path / "out"
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
     assert result.steps == 12 and result.examples == 96  # 2 epochs of 6 steps of 16
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in records if r["kind"] == "step"]
