@@ -101,7 +101,7 @@ def run_flax(folder: Path, arrays, labels, opts: TrainBenchOptions, packed: bool
                                           jax.random.key(k))
         float(loss)  # wait for the last step
         timed.append(time.perf_counter() - start)
-    return {"seconds": timed[1], "warmup_s": timed[0],
+    return {"seconds": timed[1], "warmup_s": timed[0], "device": jax.default_backend(),
             "computed_tokens": sum(b.computed_tokens for b in batches),
             "shapes": sorted({str(b.shape) for b in batches}),
             "compiled_shapes": [list(s) for s in step.compiled_shapes]}
@@ -113,7 +113,9 @@ def run_torch(folder: Path, arrays, labels, opts: TrainBenchOptions, grouped: bo
     import torch
     import transformers
     torch.set_num_threads(sysinfo.usable_cores())
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # where users would train it
     model = transformers.AutoModelForSequenceClassification.from_pretrained(folder).train()
+    model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.0)
     lengths = [len(a) for a in arrays]
     batches = _batches(len(arrays), opts.batch_size, lengths if grouped else None)
@@ -128,16 +130,19 @@ def run_torch(folder: Path, arrays, labels, opts: TrainBenchOptions, grouped: bo
             for r, i in enumerate(b):
                 ids[r, :lengths[i]] = torch.from_numpy(arrays[i].astype(np.int64))
                 mask[r, :lengths[i]] = 1
-            out = model(input_ids=ids, attention_mask=mask,
-                        labels=torch.from_numpy(labels[b].astype(np.int64)))
+            out = model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                        labels=torch.from_numpy(labels[b].astype(np.int64)).to(device))
             out.loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             opt.zero_grad()
             if pass_:
                 computed += ids.numel()
+        if device == "cuda":
+            torch.cuda.synchronize()
         timed.append(time.perf_counter() - start)
-    return {"seconds": timed[1], "warmup_s": timed[0], "computed_tokens": computed}
+    return {"seconds": timed[1], "warmup_s": timed[0], "computed_tokens": computed,
+            "device": device}
 
 
 def run_train_bench(opts: TrainBenchOptions) -> dict[str, Any]:
