@@ -69,8 +69,9 @@ def _check_precision(precision: str) -> str:
     return precision
 
 
-class _CompiledForward:
-    """What both engines share: devices, precision and the record of traced shapes."""
+class DeviceProgram:
+    """What every compiled program (the engines, the training step) shares: its devices,
+    matmul precision, the record of the shapes it traced, and the ('data',) mesh shardings."""
 
     def __init__(self, model: DistilBertForSequenceClassification,
                  devices: int | Sequence[jax.Device] | None, precision: str):
@@ -88,13 +89,18 @@ class _CompiledForward:
         """(rows, length, slots) of every shape compiled so far, in order of first use."""
         return list(self._traced)
 
+    def mesh_shardings(self) -> tuple[Mesh, NamedSharding, NamedSharding]:
+        """A 1-axis ('data',) mesh over the devices; replicated (P()) and batch (P('data'))."""
+        mesh = Mesh(np.asarray(self.devices), ("data",))
+        return mesh, NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+
     def _check_rows(self, batch: Batch) -> None:
         if batch.input_ids.shape[0] % self.n_devices:
             raise ValueError(f"batch of {batch.input_ids.shape[0]} rows does not split over "
                              f"{self.n_devices} devices")
 
 
-class Engine(_CompiledForward):
+class Engine(DeviceProgram):
     """The forward jitted over a 1-axis ('data',) mesh: params replicated, batch sharded.
 
     `run` dispatches asynchronously and returns a device array; every distinct shape compiles
@@ -105,9 +111,7 @@ class Engine(_CompiledForward):
                  devices: int | Sequence[jax.Device] | None = None,
                  precision: str = "highest"):
         super().__init__(model, devices, precision)
-        self.mesh = Mesh(np.asarray(self.devices), ("data",))
-        replicated = NamedSharding(self.mesh, P())
-        self._batch = NamedSharding(self.mesh, P("data"))
+        self.mesh, replicated, self._batch = self.mesh_shardings()
         graphdef, state = nnx.split(model)
         self._state = jax.device_put(state, replicated)
 
@@ -132,7 +136,7 @@ class Engine(_CompiledForward):
             return self._jitted(self._state, *placed)
 
 
-class PmapEngine(_CompiledForward):
+class PmapEngine(DeviceProgram):
     """The same forward through `jax.pmap` (one replica per device); a thin entry point.
 
     `jax.pmap` is in maintenance mode: the mesh `Engine` is the main path; this one exists

@@ -19,10 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
 
-from .engine import resolve_devices
+from .engine import DeviceProgram
 from .model import DistilBertForSequenceClassification
 from .plan import Batch
 
@@ -88,23 +86,17 @@ def loss_fn(model: DistilBertForSequenceClassification, batch_arrays: Sequence[j
     return jnp.sum(jnp.where(real, ce, 0.0)) / jnp.maximum(real.sum(), 1)
 
 
-class TrainStep:
+class TrainStep(DeviceProgram):
     """params, optimizer state -> one update on a batch; compiled once per batch shape."""
 
     def __init__(self, model: DistilBertForSequenceClassification, recipe: Recipe, *,
                  devices: int | Sequence[jax.Device] | None = None, dropout: bool = True,
                  precision: str = "highest"):
-        self.devices = resolve_devices(devices)
-        self.mesh = Mesh(np.asarray(self.devices), ("data",))
-        self.replicated = NamedSharding(self.mesh, P())
-        self.batch_sharding = NamedSharding(self.mesh, P("data"))
+        super().__init__(model, devices, precision)
+        self.mesh, self.replicated, self.batch_sharding = self.mesh_shardings()
         self.recipe = recipe
-        self.precision = precision
         self.tx = recipe.optimizer()
-        self.graphdef, state = nnx.split(model)
-        self.abstract_state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
-                                           state)
-        self._traced: list[tuple[int, int, int]] = []
+        self.graphdef, _ = nnx.split(model)
         graphdef = self.graphdef
         use_dropout = dropout
 
@@ -125,15 +117,6 @@ class TrainStep:
         self._step = jax.jit(step, in_shardings=(rep, rep, *[shard] * 5, rep),
                              out_shardings=(rep, rep, rep, rep), donate_argnums=(0, 1))
 
-    @property
-    def n_devices(self) -> int:
-        return len(self.devices)
-
-    @property
-    def compiled_shapes(self) -> list[tuple[int, int, int]]:
-        """(rows, length, slots) of every step shape compiled so far."""
-        return list(self._traced)
-
     def init(self, model: DistilBertForSequenceClassification) -> tuple[Params, Any]:
         """The model's params as a pure dict and a fresh optimizer state, both replicated."""
         params = jax.device_put(nnx.to_pure_dict(nnx.state(model)), self.replicated)
@@ -143,9 +126,7 @@ class TrainStep:
                  key: jax.Array) -> tuple[Params, Any, jax.Array, jax.Array]:
         """One micro-batch: (new params, new optimizer state, its mean loss, the gradient's
         global norm before clipping). Donates the old params and state."""
-        if batch.shape.rows % self.n_devices:
-            raise ValueError(f"batch of {batch.shape.rows} rows does not split over "
-                             f"{self.n_devices} devices")
+        self._check_rows(batch)
         arrays = [jax.device_put(a, self.batch_sharding)
                   for a in (*batch.arrays(), labels_of(batch, labels))]
         with jax.default_matmul_precision(self.precision):
