@@ -57,6 +57,11 @@ def test_a_run_writes_a_checkpoint_metrics_and_curves(tiny_hf, tmp_path):
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     clf = Classifier.from_pretrained(out, cache_dir=tmp_path / "cache")
     assert clf(["a great film"])[0]["label"] in ("NEGATIVE", "POSITIVE")
+    from flaxsent.convert.flax_to_torch import export_checkpoint
+    export_checkpoint(out, tmp_path / "hf")  # the run's output exports like any checkpoint
+    import transformers
+    torch_model = transformers.DistilBertForSequenceClassification.from_pretrained(tmp_path / "hf")
+    assert torch_model.config.id2label == {0: "NEGATIVE", 1: "POSITIVE"}
     assert set(result.compiled_shapes) <= {s.as_tuple() for s in result.plan_shapes}
     assert 1 <= len(result.compiled_shapes) <= len(result.plan_shapes) <= 5
 
