@@ -149,8 +149,10 @@ def _probe(args: argparse.Namespace) -> int:
         probe_rows,
         write_outputs,
     )
-    if args.max_sentences < 1 or args.worst < 0:
-        raise ProbeError("--max-sentences must be positive and --worst not negative")
+    if args.max_sentences < 1:
+        raise ProbeError(f"--max-sentences {args.max_sentences}: must be a positive integer")
+    if args.worst < 0:
+        raise ProbeError(f"--worst {args.worst}: must be 0 or more")
     templates = list(args.template) + (read_list(args.templates, "--templates")
                                        if args.templates else [])
     if args.pairs is not None:  # everything checked before the model loads

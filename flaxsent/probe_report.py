@@ -12,8 +12,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .errors import FlaxsentError
-from .probe import PairsResult, ProbeResult
+from .probe import PairsResult, ProbeError, ProbeResult
 from .writers import open_writer
 
 FILES = ("probe.json", "probe.csv", "probe.png")
@@ -220,10 +219,10 @@ def check_out(out: str, force: bool) -> Path:
     """The output folder, refusing to overwrite earlier probe files unless `force`."""
     folder = Path(out)
     if folder.exists() and not folder.is_dir():
-        raise FlaxsentError(f"--out {out!r} is a file, not a folder")
+        raise ProbeError(f"--out {out!r} is a file, not a folder")
     existing = [name for name in FILES if (folder / name).exists()]
     if existing and not force:
-        raise FlaxsentError(f"--out {out!r} already holds {', '.join(existing)}: pass --force "
+        raise ProbeError(f"--out {out!r} already holds {', '.join(existing)}: pass --force "
                             "to replace them, or choose another folder")
     return folder
 

@@ -5,7 +5,7 @@ import csv
 import fnmatch
 import json
 import re
-import tomllib
+import sys
 import unicodedata
 from importlib import resources
 from pathlib import Path
@@ -83,6 +83,7 @@ def test_embedded_list_is_complete_and_clean():
 
 
 def test_pyproject_ships_the_list_as_package_data():
+    tomllib = pytest.importorskip("tomllib" if sys.version_info >= (3, 11) else "tomli")
     config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     patterns = config["tool"]["setuptools"]["package-data"]["flaxsent"]
     assert any(fnmatch.fnmatch("data/un_states.txt", p) for p in patterns)
@@ -321,7 +322,8 @@ def test_cli_user_errors_are_one_line(capsys, tiny_flax, tmp_path):
         (["--pairs", pairs, "-t", CARD], "--pairs takes no --template"),
         (["--pairs", pairs, "--pair-columns", "a"], "give two different column names"),
         (["-t", CARD, "--label", "joy"], "--label joy: the model's labels are"),
-        (["-t", CARD, "--max-sentences", 0], "--max-sentences must be positive"),
+        (["-t", CARD, "--max-sentences", 0], "--max-sentences 0: must be a positive integer"),
+        (["--pairs", pairs, "--worst", -1], "--worst -1: must be 0 or more"),
         (["-t", CARD, "--out", names], "is a file, not a folder"),
     ]
     for argv, message in cases:
