@@ -1,9 +1,10 @@
-"""The `flaxsent` command: every subcommand's arguments (convert, export, predict, eval, train;
-bench registers its own), one line per user error, exit 2."""
+"""The `flaxsent` command: every subcommand's arguments (convert, export, predict, eval, train,
+probe; bench registers its own), one line per user error, exit 2."""
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -123,6 +124,66 @@ def _train(args: argparse.Namespace) -> int:
           f"{result.seconds:.0f} s; last loss {result.final_loss:.4f}"
           + (f", eval accuracy {accuracy:.4f}" if accuracy is not None else "")
           + f" -> {result.out}", file=sys.stderr)
+    return 0
+
+
+def _probe(args: argparse.Namespace) -> int:
+    from .probe import (
+        ProbeError,
+        parse_pair_columns,
+        plan_probe,
+        read_list,
+        read_pairs,
+        run_pairs,
+        run_probe,
+    )
+    from .probe_report import (
+        check_out,
+        pairs_markdown,
+        pairs_record,
+        pairs_rows,
+        plot_pairs,
+        plot_probe,
+        probe_markdown,
+        probe_record,
+        probe_rows,
+        write_outputs,
+    )
+    if args.max_sentences < 1:
+        raise ProbeError(f"--max-sentences {args.max_sentences}: must be a positive integer")
+    if args.worst < 0:
+        raise ProbeError(f"--worst {args.worst}: must be 0 or more")
+    templates = list(args.template) + (read_list(args.templates, "--templates")
+                                       if args.templates else [])
+    if args.pairs is not None:  # everything checked before the model loads
+        if templates or args.values:
+            raise ProbeError("--pairs takes no --template, --templates or --values: it "
+                             "compares the sentences of each pair")
+        columns = parse_pair_columns(args.pair_columns)
+        pairs = read_pairs(args.pairs, columns)
+    else:
+        plan = plan_probe(templates, args.values, max_sentences=args.max_sentences)
+    if args.out:
+        check_out(args.out, args.force)
+
+    from .classifier import Classifier
+    clf = Classifier.from_pretrained(args.model, dtype=args.dtype, **_classifier_options(args))
+    if args.pairs is not None:
+        result = run_pairs(clf, pairs, columns, label=args.label)
+        print(pairs_markdown(result, args.model, args.pairs, worst=args.worst))
+        record, rows = pairs_record(result, args.model, args.pairs), pairs_rows(result)
+        plot = functools.partial(plot_pairs, result, worst=args.worst)
+    else:
+        result = run_probe(clf, plan, label=args.label)
+        print(probe_markdown(result, args.model))
+        record, rows = probe_record(result, args.model), probe_rows(result)
+        plot = functools.partial(plot_probe, result)
+    sys.stdout.flush()
+    if args.out:
+        written = write_outputs(record, rows, plot, args.out, force=args.force)
+        print(f"wrote {', '.join(written)}", file=sys.stderr)
+    else:
+        print("pass --out DIR to write probe.json, probe.csv and probe.png", file=sys.stderr)
     return 0
 
 
@@ -271,6 +332,44 @@ def _add_train(sub: Any) -> None:
     p.set_defaults(func=_train)
 
 
+def _add_probe(sub: Any) -> None:
+    p = sub.add_parser(
+        "probe", help="how much a score moves when only a name changes (the card's COUNTRY "
+                      "check), or between the two sentences of each pair",
+        description="Fill each {PLACEHOLDER} of the templates from a value list (several "
+                    "placeholders: every combination), classify every sentence, and summarise "
+                    "P(label) per value: min, max, spread, std, labels that differ from the "
+                    "majority. {COUNTRY} defaults to the 193 UN member states and 2 observer "
+                    "states. With --pairs: ΔP between the two sentences of each pair.")
+    p.add_argument("--model", "-m", required=True,
+                   help="converted flaxsent folder, HF folder or Hub id")
+    p.add_argument("--template", "-t", action="append", default=[],
+                   help="a sentence with placeholders, e.g. 'This film was filmed in "
+                        "{COUNTRY}.' ({{ }} for literal braces; repeatable)")
+    p.add_argument("--templates", metavar="FILE", default=None,
+                   help="templates, one a line (blank lines and # comments skipped)")
+    p.add_argument("--values", metavar="[NAME=]FILE", action="append", default=[],
+                   help="the values of {NAME}, one a line (FILE alone: the only placeholder; "
+                        "repeatable; default for {COUNTRY}: the embedded UN list)")
+    p.add_argument("--max-sentences", type=int, default=10_000,
+                   help="refuse runs whose templates and values make more sentences "
+                        "(default 10000)")
+    p.add_argument("--pairs", metavar="FILE", default=None,
+                   help="paired mode: CSV, TSV, JSONL or Parquet with a sentence pair a row")
+    p.add_argument("--pair-columns", metavar="A,B", default="a,b",
+                   help="the pair's two columns (default a,b)")
+    p.add_argument("--worst", type=int, default=5,
+                   help="pairs listed by largest |ΔP| (default 5)")
+    p.add_argument("--label", default=None,
+                   help="the label whose probability is compared (default: the model's "
+                        "positive label, else its first)")
+    p.add_argument("--out", "-o", metavar="DIR", default=None,
+                   help="write probe.json, probe.csv and probe.png into DIR")
+    p.add_argument("--force", action="store_true", help="replace earlier probe files in DIR")
+    _classifier_arguments(p)
+    p.set_defaults(func=_probe)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(
@@ -297,6 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_predict(sub)
     _add_eval(sub)
     _add_train(sub)
+    _add_probe(sub)
     from flaxsent.bench.cli import add_bench_parser
     add_bench_parser(sub)
     return parser
