@@ -197,6 +197,11 @@ class Classifier:
                 yield from self._collect(in_flight.popleft(), collector)
         while in_flight:
             yield from self._collect(in_flight.popleft(), collector)
+        yield from collector.pop_ready()  # placeholders after the last batch, or with none
+        if collector.next_index != stats.n_inputs or collector.pending:
+            raise RuntimeError(f"internal error: {stats.n_inputs} input(s) read but "
+                               f"{collector.next_index} result(s) returned "
+                               f"({collector.pending} held back); please report this")
         stats.seconds = time.perf_counter() - start
         if stats.n_truncated:
             log.info("flaxsent: %d of %d input(s) truncated to %d tokens", stats.n_truncated,

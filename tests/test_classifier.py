@@ -222,3 +222,6 @@ def test_none_inputs_hold_their_place(tiny_flax, tmp_path):
     for i in (0, 2, 3, 4, 5, 7, 8, 9, 10):
         np.testing.assert_allclose(got[i], full[i], atol=1e-6)
     np.testing.assert_array_equal(np.stack(got[8:]), full[8:])  # a later window: bit for bit
+    assert list(clf.stream_logits([None, None])) == [None, None]  # no text at all
+    tail = list(clf.stream_logits(["fine", None]))
+    assert tail[1] is None and tail[0].shape == (2,)
