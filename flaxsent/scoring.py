@@ -63,6 +63,10 @@ class RowScorer:
     def score(self, values: Sequence[Any], name: str = "the element") -> list[dict[str, Any]]:
         """One record per value, in order; `name` says what a value is in error messages."""
         checked = [as_text(value, name) for value in values]
+        if all(text is None for text, _ in checked):
+            # stream_logits yields nothing for an input without a single text (its placeholders
+            # are released only when a batch comes back), so such a batch skips it
+            return [self._bad(error) for _, error in checked]
         rows = self.classifier.stream_logits(text for text, _ in checked)
         return [self._bad(error) if row is None else self._good(row)
                 for row, (_, error) in zip(rows, checked, strict=True)]

@@ -88,3 +88,10 @@ def test_empty_batch(clf):
 def test_bad_options_are_refused_at_construction(clf, options, pattern):
     with pytest.raises(FlaxsentError, match=pattern):
         RowScorer(clf, **options)
+
+
+def test_a_batch_without_a_single_text(clf):
+    assert RowScorer(clf).score([None, b"\xff"]) == [
+        {"label": None, "score": None, "error": "the element is missing (null)"},
+        {"label": None, "score": None,
+         "error": "the element is not valid UTF-8 (byte 1: b'\\xff'); re-encode it as UTF-8"}]
