@@ -168,6 +168,14 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _version(name: str) -> str | None:
+    """An installed package's version, or None."""
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Measure and print the report (JSON and Markdown also written to --out when given)."""
     parser = argparse.ArgumentParser(prog="python -m flaxsent.bench.dist_overhead")
@@ -224,13 +232,6 @@ def main(argv: list[str] | None = None) -> int:
         (out / "dist_overhead.json").write_text(json.dumps(report, indent=2) + "\n")
         (out / "dist_overhead.md").write_text(table + "\n")
     return 0
-
-
-def _version(name: str) -> str | None:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ try:
 except ImportError as err:  # the extra is optional: say how to get it
     raise ImportError("flaxsent.beam needs Apache Beam: pip install 'flaxsent[beam]'") from err
 
+from .classifier import Classifier
 from .plan import DEFAULT_MAX_BATCH_SIZE, DEFAULT_PACK_LENGTH, ShapePlan, batch_budget
 from .scoring import RowScorer
 
@@ -58,7 +59,6 @@ class FlaxsentModelHandler(ModelHandler[Any, PredictionResult, RowScorer]):
 
     def load_model(self) -> RowScorer:
         """The classifier, loaded (and its compilation cache opened) once per worker."""
-        from .classifier import Classifier
         clf = Classifier.from_pretrained(self._model_path, **self._classifier_options)
         return RowScorer(clf, **self._scoring)
 
@@ -82,9 +82,6 @@ class FlaxsentModelHandler(ModelHandler[Any, PredictionResult, RowScorer]):
 
     def get_metrics_namespace(self) -> str:
         return METRICS_NAMESPACE
-
-    def share_model_across_processes(self) -> bool:
-        return self._share_across_processes
 
     def batch_elements_kwargs(self) -> Mapping[str, Any]:
         """Beam's batch sizes from the engine's: at least the texts one packed batch holds (so

@@ -18,6 +18,7 @@ shadow the real package: imports are absolute, so `import ray` anywhere means Ra
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
@@ -42,11 +43,12 @@ class FlaxsentPredictor:
 
     def __call__(self, batch: Any) -> Any:
         """The batch (pandas DataFrame or dict of numpy arrays) with the prediction columns."""
-        columns = list(batch.columns) if hasattr(batch, "columns") else \
-            list(batch) if isinstance(batch, dict) else None
-        if columns is None:
+        pd = sys.modules.get("pandas")  # a DataFrame batch means pandas is imported
+        is_frame = pd is not None and isinstance(batch, pd.DataFrame)
+        if not (is_frame or isinstance(batch, dict)):
             raise FlaxsentError(f"FlaxsentPredictor takes pandas or numpy batches, got a "
                                 f"{type(batch).__name__}: pass batch_format='pandas' or 'numpy'")
+        columns = list(batch.columns) if is_frame else list(batch)
         if self.text_column not in columns:
             raise FlaxsentError(f"the batch has no {self.text_column!r} column; its columns "
                                 f"are {', '.join(map(repr, columns)) or '(none)'}: pass "
@@ -56,13 +58,12 @@ class FlaxsentPredictor:
         scores = np.array([np.nan if r["score"] is None else r["score"] for r in records])
         errors = [r.get("error", "") for r in records]
         renamed = {c: f"input_{c}" for c in columns if c in OUTPUT_COLUMNS}
-        if isinstance(batch, dict):
+        if not is_frame:
             out = {renamed.get(c, c): batch[c] for c in columns}
             out.update(label=np.array(labels, dtype=object), score=scores,
                        error=np.array(errors, dtype=object))
             return out
-        import pandas as pd  # a pandas batch: pandas is there
-        out = batch.rename(columns=renamed)
         # explicit string dtypes: a batch of only bad rows still gives string columns
-        return out.assign(label=pd.array(labels, dtype="string"), score=scores,
-                          error=pd.array(errors, dtype="string"))
+        return batch.rename(columns=renamed).assign(
+            label=pd.array(labels, dtype="string"), score=scores,
+            error=pd.array(errors, dtype="string"))

@@ -127,6 +127,7 @@ def test_numpy_batch_directly(predictor, clf):
     ({"sentence": np.array(["x"])}, "the batch has no 'text' column; its columns are "
                                     "'sentence': pass text_column="),
     (["x"], "takes pandas or numpy batches, got a list: pass batch_format='pandas'"),
+    (pa.table({"text": ["x"]}), "takes pandas or numpy batches, got a Table"),
 ])
 def test_bad_batches_are_one_line_errors(predictor, batch, pattern):
     with pytest.raises(FlaxsentError, match=pattern):
