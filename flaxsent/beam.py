@@ -45,9 +45,11 @@ class FlaxsentModelHandler(ModelHandler[Any, PredictionResult, RowScorer]):
                  min_batch_size: int | None = None, max_batch_size: int | None = None,
                  max_batch_duration_secs: int | None = None, **classifier_options: Any):
         """`classifier_options` go to `Classifier.from_pretrained` on the worker (dtype,
-        max_batch_tokens, devices as an int, ...). `platform` is the workers' JAX platform
-        ('cpu', 'gpu', 'tpu'): Beam fixes its batch sizes when the pipeline is built, before
-        any worker loads the model, so they are sized from that platform's batch budget."""
+        max_batch_tokens, devices as an int, ...); `min_batch_size` and `max_batch_size` are
+        Beam's (elements per call), so the engine keeps its own rows-per-batch cap. `platform`
+        is the workers' JAX platform ('cpu', 'gpu', 'tpu'): Beam fixes its batch sizes when
+        the pipeline is built, before any worker loads the model, so they are sized from that
+        platform's batch budget."""
         super().__init__(min_batch_size=min_batch_size, max_batch_size=max_batch_size,
                          max_batch_duration_secs=max_batch_duration_secs)
         self._model_path = str(model_path)
@@ -95,7 +97,7 @@ class FlaxsentModelHandler(ModelHandler[Any, PredictionResult, RowScorer]):
             max_batch_tokens=options.get("max_batch_tokens")
             or batch_budget(self._platform, n_devices),
             device_count=n_devices,
-            max_batch_size=options.get("max_batch_size", DEFAULT_MAX_BATCH_SIZE),
+            max_batch_size=DEFAULT_MAX_BATCH_SIZE,
             pack_length=options.get("pack_length", DEFAULT_PACK_LENGTH))
         first = plan.shapes()[0]
         window = options.get("window", DEFAULT_WINDOW)
