@@ -3,14 +3,12 @@ Classifier's outputs, every error code, 256 concurrent requests, SIGTERM under l
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import os
 import re
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -24,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from safetensors.numpy import load_file, save_file
 
 from flaxsent import Classifier
+from flaxsent.bench.serve_load import server_process
 from flaxsent.cli import main
 from flaxsent.serve import ServeOptions, create_app
 
@@ -35,43 +34,15 @@ CARD = ["Today was an amazing day!", "It was an unfortunate series of events."]
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@dataclasses.dataclass
-class Server:
-    url: str
-    proc: subprocess.Popen
-    log: Path
-
-
 @contextlib.contextmanager
-def serving(model, tmp_path, *args, env=None, timeout=180):
+def serving(model, tmp_path, *args, env=None):
     """A `flaxsent serve` process on a free port, ready (/health 200) when entered."""
-    log = tmp_path / f"serve-{time.monotonic_ns()}.log"
-    environ = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+    environ = {"PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
                "FLAXSENT_CACHE_DIR": str(tmp_path / "jax-cache"), **(env or {})}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "flaxsent", "serve", str(model),
-                                 "--port", "0", *args], stdout=out, stderr=subprocess.STDOUT,
-                                env=environ)
-    try:
-        deadline = time.monotonic() + timeout
-        url = None
-        while url is None:
-            assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            found = re.search(r"listening on (http://\S+)", log.read_text())
-            url = found and found.group(1)
-            time.sleep(0.1)
-        while httpx.get(f"{url}/health", timeout=10).status_code != 200:
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
-        yield Server(url, proc, log)
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    argv = [sys.executable, "-m", "flaxsent", "serve", str(model), "--port", "0", *args]
+    with server_process(argv, tmp_path / f"serve-{time.monotonic_ns()}.log", environ,
+                        timeout_s=180) as server:
+        yield server
 
 
 def _random_requests(n, seed, max_texts=8):
