@@ -58,7 +58,7 @@ class ServeOptions:
         for flag, value in (("--max-client-batch-size", self.max_client_batch_size),
                             ("--max-concurrent-requests", self.max_concurrent_requests),
                             ("--payload-limit", self.payload_limit),
-                            ("tokenization_workers", self.tokenization_workers)):
+                            ("--tokenization-workers", self.tokenization_workers)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise FlaxsentError(f"{flag} {value!r}: must be a positive integer")
         if self.api_key is not None and not self.api_key.strip():
