@@ -6,7 +6,8 @@ requests while the plan's packed batch still has room for their texts; then the 
 through `plan.batches` and `engine.run` like any stream, and each request gets back its own
 rows in its own order. Requests that queued while the device was busy are taken without
 waiting; the next group is dispatched before the previous one's results are read back, so
-host work overlaps device work.
+host work overlaps device work. A group that needs few packed rows (a lone request) runs in a
+packed shape with fewer rows (halving, a few rungs), so low load does not pay for a full batch.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import jax
 import numpy as np
 
 from .classifier import Classifier
-from .plan import Batch, ShapePlan, pack_rows
+from .plan import Batch, Shape, ShapePlan, pack_rows
 
 log = logging.getLogger("flaxsent")
 
@@ -32,6 +33,21 @@ _STOP = object()  # the queue's last item: drain what came before, then end the 
 # Packing a group is exact but costs Python time; below this share of the packed batch's
 # tokens and slots, the group's texts are taken to fit without packing them.
 _SURE_FIT = 0.875
+LADDER_RUNGS = 4  # packed shapes: the plan's rows, then halved up to 3 times
+
+
+def pack_ladder(plan: ShapePlan, device_count: int, rungs: int = LADDER_RUNGS,
+                ) -> list[ShapePlan]:
+    """Copies of the plan whose packed shape has fewer rows, fewest first, the plan itself last.
+
+    Rows halve from the plan's (each a multiple of the device count); buckets stay the same.
+    """
+    if plan.pack is None:
+        return [plan]
+    rows = {max(device_count, plan.pack.rows // 2 ** k // device_count * device_count)
+            for k in range(rungs)}
+    return [dataclasses.replace(plan, pack=Shape(r, plan.pack.length, plan.pack.slots))
+            for r in sorted(rows) if r < plan.pack.rows] + [plan]
 
 
 class EngineError(RuntimeError):
@@ -88,6 +104,12 @@ class _Room:
             return True
         return False
 
+    def rows(self) -> int:
+        """Packed rows the texts taken so far need."""
+        if self._pack is None or not self._lengths:
+            return 0
+        return len(pack_rows(np.asarray(self._lengths), self._pack.length, self._pack.slots))
+
     def _fits(self, lengths: list[int]) -> bool:
         pack = self._pack
         total = sum(lengths)
@@ -107,6 +129,7 @@ class Batcher:
         if not max_wait_s >= 0:
             raise ValueError(f"max_wait_s must be >= 0, got {max_wait_s!r}")
         self._clf = clf
+        self._plans = pack_ladder(clf.plan, clf.engine.n_devices)
         self._max_wait = float(max_wait_s)
         self._on_batch = on_batch
         self._queue: queue.Queue = queue.Queue()
@@ -134,6 +157,11 @@ class Batcher:
     def warmup_error(self) -> str | None:
         """Why warm-up failed (the batcher then never becomes ready), or None."""
         return self._warmup_error
+
+    @property
+    def shapes(self) -> list[tuple[int, int, int]]:
+        """Every shape the batcher runs: the classifier's, then its smaller packed shapes."""
+        return self._clf.shapes() + [p.pack.as_tuple() for p in self._plans[:-1]]
 
     @property
     def queued(self) -> int:
@@ -178,6 +206,9 @@ class Batcher:
         start = time.perf_counter()
         try:
             self._clf.warmup()
+            pad = self._clf.tokenizer.pad_id
+            for plan in self._plans[:-1]:  # the smaller packed shapes
+                np.asarray(self._clf.engine.run(next(plan.warmup_batches(pad))))
         except Exception as e:  # noqa: BLE001 - reported through /health, not a crash
             self._warmup_error = f"warm-up failed: {type(e).__name__}: {e}"
             log.error("flaxsent serve: %s", self._warmup_error)
@@ -191,8 +222,8 @@ class Batcher:
             if previous is not None and self._queue.empty() and not self._carry:
                 self._finish(previous)  # nothing else to overlap it with
                 previous = None
-            group = self._next_group()
-            current = self._dispatch(group) if group else None
+            group, room = self._next_group()
+            current = self._dispatch(group, room) if group else None
             if previous is not None:
                 self._finish(previous)
             previous = current
@@ -201,17 +232,18 @@ class Batcher:
         if previous is not None:
             self._finish(previous)
 
-    def _next_group(self) -> list[_Job]:
-        """The oldest request and those that join it; [] once the queue is closed and empty."""
+    def _next_group(self) -> tuple[list[_Job], _Room | None]:
+        """The oldest request and those that join it, and the packed room they take; no jobs
+        once the queue is closed and empty."""
         if self._carry:
             first = self._carry.popleft()
         elif self._stopping:
-            return []
+            return [], None
         else:
             first = self._queue.get()
             if first is _STOP:
                 self._stopping = True
-                return []
+                return [], None
         room = _Room(self._clf.plan)
         room.take(first)
         group = [first]
@@ -232,17 +264,20 @@ class Batcher:
                 self._carry.append(job)
                 break
             group.append(job)
-        return group
+        return group, room
 
-    def _dispatch(self, group: list[_Job]) -> _Flight | None:
-        """Send a group's batches to the device (asynchronously); None if all were cancelled."""
+    def _dispatch(self, group: list[_Job], room: _Room) -> _Flight | None:
+        """Send a group's batches to the device (asynchronously), in the smallest packed shape
+        that holds them; None if every request was cancelled."""
         jobs = [job for job in group if job.future.set_running_or_notify_cancel()]
         if not jobs:
             return None
         flat = [ids for job in jobs for ids in job.ids]
         start = time.perf_counter()
         try:
-            plan, pad = self._clf.plan, self._clf.tokenizer.pad_id
+            rows = room.rows()  # cancelled requests' texts included: at worst a larger shape
+            plan = next(p for p in self._plans if p.pack is None or p.pack.rows >= rows)
+            pad = self._clf.tokenizer.pad_id
             batches = [(batch, self._clf.engine.run(batch))
                        for batch in plan.batches(enumerate(flat), pad, window=len(flat))]
         except Exception as e:  # noqa: BLE001 - the requests fail, the server goes on

@@ -240,7 +240,7 @@ class Service:
         """TEI's /info fields, plus flaxsent's batching details."""
         clf = self.clf
         labels = {str(i): name for i, name in enumerate(clf.labels)}
-        shapes = clf.shapes()
+        shapes = self.batcher.shapes
         return {
             "model_id": self.opts.model_id, "model_sha": None,
             "model_dtype": np.dtype(clf.model.embeddings.word_embeddings.dtype or np.float32).name,

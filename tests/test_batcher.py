@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from flaxsent import Classifier
-from flaxsent.batcher import Batcher, EngineError
-from flaxsent.plan import pack_rows
+from flaxsent.batcher import Batcher, EngineError, pack_ladder
+from flaxsent.plan import Shape, ShapePlan, pack_rows
 
 from .conftest import WORDS
 
@@ -78,7 +78,7 @@ def test_a_group_fills_one_packed_batch_and_the_rest_waits_its_turn(clf):
         assert taken == size
     pack = clf.plan.pack
     assert [b.n_real for b in seen] == [sum(len(requests[i]) for i in g) for g in groups]
-    assert all(b.shape == pack for b in seen) and len(groups) > 2
+    assert all(b.shape == pack for b in seen[:-1]) and len(groups) > 2  # full groups: full rows
     for group, nxt in itertools.pairwise(groups):
         lengths = [len(t) for i in [*group, nxt[0]] for t in ids[i]]
         assert len(pack_rows(np.asarray(lengths), pack.length, pack.slots)) > pack.rows
@@ -96,6 +96,35 @@ def test_close_finishes_what_is_queued_and_refuses_the_rest(clf):
         np.testing.assert_allclose(future.result(0).logits, clf.logits(texts), atol=1e-5)
     with pytest.raises(RuntimeError, match="closed"):
         batcher.submit(_ids(clf, ["late"]))
+
+
+def test_a_lone_request_runs_in_the_smallest_packed_shape_that_holds_it(clf):
+    seen = []
+    batcher = Batcher(clf, max_wait_s=0.0, on_batch=seen.append)
+    batcher.start()
+    try:
+        assert batcher.wait_ready(120)
+        for texts in (["a film"], ["a film"] * 3, ["the movie was great and fun"] * 7):
+            rows = len(pack_rows(np.asarray([len(x) for x in _ids(clf, texts)]), 16, 2))
+            result = batcher.submit(_ids(clf, texts)).result(60)
+            np.testing.assert_allclose(result.logits, clf.logits(texts), atol=1e-5)
+            want = min(r for r in (1, 2, 4, 8) if r >= rows)
+            assert seen[-1].shape == Shape(want, 16, 2), (rows, seen[-1].shape)
+    finally:
+        batcher.close()
+    assert [b.shape.rows for b in seen] == [1, 2, 4]
+
+
+def test_the_ladder_halves_the_packed_rows_in_multiples_of_the_devices():
+    plan = ShapePlan.build(128, max_batch_tokens=4096, device_count=4, pack_length=128)
+    assert plan.pack.rows == 32
+    assert [p.pack.rows for p in pack_ladder(plan, 4)] == [4, 8, 16, 32]
+    assert [p.pack.rows for p in pack_ladder(plan, 4, rungs=2)] == [16, 32]
+    small = ShapePlan.build(128, max_batch_tokens=256, device_count=2, pack_length=128)
+    assert [p.pack.rows for p in pack_ladder(small, 2)] == [2]  # no room to halve
+    assert all(p.buckets == plan.buckets for p in pack_ladder(plan, 4))
+    unpacked = ShapePlan.build(128, pack_length=None)
+    assert pack_ladder(unpacked, 1) == [unpacked]
 
 
 def test_a_failed_batch_fails_its_requests_only(clf, monkeypatch):
@@ -129,9 +158,11 @@ def test_warmup_compiles_every_shape_before_ready(tiny_flax, cache):
     batcher.start()
     try:
         assert batcher.wait_ready(120)
-        assert sorted(fresh.compiled_shapes) == sorted(fresh.shapes())
+        # the plan's shapes, and packed ones of 4, 2 and 1 rows (the plan's are 8)
+        assert batcher.shapes == fresh.shapes() + [(1, 16, 2), (2, 16, 2), (4, 16, 2)]
+        assert sorted(fresh.compiled_shapes) == sorted(batcher.shapes)
         batcher.submit(_ids(fresh, ["a film", "great " * 40])).result(60)
-        assert len(fresh.compiled_shapes) == len(fresh.shapes())  # nothing compiled after
+        assert len(fresh.compiled_shapes) == len(batcher.shapes)  # nothing compiled after
     finally:
         batcher.close()
 
