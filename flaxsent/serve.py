@@ -81,7 +81,7 @@ class ScoreRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     input_data: list[StrictStr] | StrictStr
-    parameters: ScoreParameters = ScoreParameters()
+    parameters: ScoreParameters | None = None  # null or absent: the defaults
 
 
 class PredictRequest(BaseModel):
@@ -291,7 +291,7 @@ def create_app(clf: Classifier, opts: ServeOptions) -> FastAPI:
         single = isinstance(body.input_data, str)
         texts = [body.input_data] if single else body.input_data
         service.check_count(len(texts), "input_data")
-        p = body.parameters
+        p = body.parameters or ScoreParameters()
         logits, headers = await service.infer(
             texts, p.truncation, lambda i: "input_data" if single else f"input_data[{i}]",
             started)

@@ -111,6 +111,11 @@ def test_score_is_the_cards_contract(client, ref, parameters, path):
     _same(r.json(), ref(CARD, **(parameters or {})))
 
 
+def test_null_parameters_are_the_defaults(client, ref):
+    r = client.post("/score", json={"input_data": CARD, "parameters": None})
+    _same(r.json(), ref(CARD))
+
+
 @pytest.mark.parametrize("top_k", [1, None])
 def test_score_of_one_string_is_what_the_classifier_gives(client, ref, top_k):
     r = client.post("/score", json={"input_data": "fun !", "parameters": {"top_k": top_k}})
