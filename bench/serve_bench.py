@@ -153,8 +153,8 @@ def bench_server(name: str, folder: Path, texts: list[str], opts: ServeBenchOpti
             print(f"  {name:8s} {clients:4d} clients: {level['sentences_per_s'] or 0:8.1f} "
                   f"sentences/s, p50 {level['latency_ms']['p50'] or 0:8.1f} ms",
                   file=sys.stderr)
-        return {"name": name, "startup_s": server.startup_s, "levels": levels,
-                "answers": answers}
+        return {"name": name, "command": _server_argv(name, folder, opts)[1:],
+                "startup_s": server.startup_s, "levels": levels, "answers": answers}
 
 
 def parity(a: list, b: list) -> dict[str, Any]:
@@ -197,6 +197,7 @@ def _row(level: dict[str, Any]) -> list[str]:
 def markdown(record: dict[str, Any]) -> str:
     """The table and the goals, as printed and written to serve.md."""
     o, m = record["options"], record["model"]
+    client_share = max(lv["client_cpu_share"] for s in record["servers"] for lv in s["levels"])
     lines = ["## flaxsent serve vs transformers pipeline behind FastAPI (PyTorch): "
              "requests of 1-8 sentences",
              f"**machine:** {record['machine_label']}; "
@@ -206,7 +207,9 @@ def markdown(record: dict[str, Any]) -> str:
              f"**model:** {m['label']}; **sentences:** {m['corpus']}",
              f"**load:** closed-loop httpx clients, {o['warmup_s']:g} s warm-up, then a window of "
              f"at least {o['duration_s']:g} s and 2 answers per client; flaxsent "
-             f"--max-wait-ms {o['max_wait_ms']:g}", "",
+             f"--max-wait-ms {o['max_wait_ms']:g}; the pipeline server: one call at a time, "
+             f"pipeline defaults; the clients took up to {100 * client_share:.0f}% of the CPU",
+             "",
              "| clients | server | sentences/s | p50 ms | p95 ms | p99 ms | errors | "
              "device batch (texts) | padding eff |",
              "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]

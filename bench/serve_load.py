@@ -142,5 +142,10 @@ def run_level(url: str, next_request: Callable[[], list[str]], clients: int, *,
     """Closed-loop load from `clients` clients; throughput and latency of the window."""
     if clients < 1:
         raise ValueError(f"clients must be >= 1, got {clients}")
-    return asyncio.run(_level(url, next_request, clients, warmup_s, duration_s, min_requests,
-                              max_s, headers))
+    cpu, wall = time.process_time(), time.perf_counter()
+    level = asyncio.run(_level(url, next_request, clients, warmup_s, duration_s, min_requests,
+                               max_s, headers))
+    # the load generator shares the machine with the server: how much of it did it take?
+    level["client_cpu_share"] = (time.process_time() - cpu) / (
+        (time.perf_counter() - wall) * (os.cpu_count() or 1))
+    return level
