@@ -106,12 +106,13 @@ def describe_validation(errors: list[dict[str, Any]]) -> str:
         return [p for p in loc[1 if loc and loc[0] == "body" else 0:]
                 if not (isinstance(p, str) and (p in _TYPE_TAGS or "[" in p))]
 
-    deepest = max((len(path(e["loc"])) for e in errors), default=0)
-    chosen = [e for e in errors if len(path(e["loc"])) == deepest]
-    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path(chosen[0]["loc"]))
+    deepest = max((path(e["loc"]) for e in errors), key=len, default=[])
+    chosen = [e for e in errors if path(e["loc"]) == deepest]  # a union's alternatives
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in deepest)
     messages = ", or ".join(dict.fromkeys(e["msg"] for e in chosen))
-    got = type(chosen[0].get("input")).__name__
-    return f"{where.lstrip('.') or 'body'}: {messages} (got {got})"
+    got = "" if chosen[0]["type"] in ("missing", "extra_forbidden") else \
+        f" (got {type(chosen[0].get('input')).__name__})"
+    return f"{where.lstrip('.') or 'body'}: {messages}{got}"
 
 
 def tei_inputs(inputs: str | list) -> tuple[list[str], bool]:
