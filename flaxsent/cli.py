@@ -1,11 +1,12 @@
 """The `flaxsent` command: every subcommand's arguments (convert, export, predict, eval, train,
-probe; bench registers its own), one line per user error, exit 2."""
+probe, serve; bench registers its own), one line per user error, exit 2."""
 
 from __future__ import annotations
 
 import argparse
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -185,6 +186,26 @@ def _probe(args: argparse.Namespace) -> int:
     else:
         print("pass --out DIR to write probe.json, probe.csv and probe.png", file=sys.stderr)
     return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        from .serve import ServeOptions, run_server
+    except ModuleNotFoundError as e:
+        if e.name not in ("fastapi", "starlette", "uvicorn", "prometheus_client", "pydantic"):
+            raise
+        raise FlaxsentError(f"serving needs {e.name}: pip install 'flaxsent[serve]'") from None
+    opts = ServeOptions(model_id=args.model, max_wait_ms=args.max_wait_ms,
+                        max_client_batch_size=args.max_client_batch_size,
+                        max_concurrent_requests=args.max_concurrent_requests,
+                        payload_limit=args.payload_limit,
+                        api_key=args.api_key or os.environ.get("FLAXSENT_API_KEY") or None,
+                        tokenization_workers=args.tokenization_workers)
+    options = _classifier_options(args)
+    if args.max_batch_tokens is not None:
+        options["max_batch_tokens"] = args.max_batch_tokens
+    return run_server(args.model, opts, host=args.host, port=args.port,
+                      access_log=args.access_log, dtype=args.dtype, **options)
 
 
 def _top_k(value: str) -> int | None:
@@ -370,6 +391,37 @@ def _add_probe(sub: Any) -> None:
     p.set_defaults(func=_probe)
 
 
+def _add_serve(sub: Any) -> None:
+    p = sub.add_parser(
+        "serve", help="HTTP server: the model card's /score and TEI's /predict, /info, "
+                      "/health, /metrics",
+        description="Serve MODEL over HTTP. Concurrent requests are coalesced into the "
+                    "engine's packed batches. SIGTERM: new requests get 503, requests in "
+                    "flight finish, exit 0.")
+    p.add_argument("model", help="converted flaxsent folder, HF folder or Hub id")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8080, help="TCP port (default 8080; 0: any free)")
+    p.add_argument("--api-key", default=None,
+                   help="require 'Authorization: Bearer KEY' on every route but /health and "
+                        "/metrics (or set FLAXSENT_API_KEY, which keeps it out of `ps`)")
+    p.add_argument("--max-batch-tokens", type=int, default=None,
+                   help="tokens per device batch (default: the platform's budget)")
+    p.add_argument("--max-wait-ms", type=float, default=2.0,
+                   help="how long a request waits for others to share its batch (default 2)")
+    p.add_argument("--max-client-batch-size", type=int, default=32,
+                   help="most inputs in one request (default 32; more: 422)")
+    p.add_argument("--max-concurrent-requests", type=int, default=512,
+                   help="most inference requests at once (default 512; more: 429)")
+    p.add_argument("--payload-limit", type=int, default=2_000_000,
+                   help="largest request body in bytes (default 2000000; more: 413)")
+    p.add_argument("--tokenization-workers", type=int, default=2,
+                   help="threads tokenizing requests (default 2)")
+    p.add_argument("--access-log", action="store_true", help="log every request")
+    _classifier_arguments(p)
+    p.set_defaults(func=_serve)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(
@@ -397,6 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(sub)
     _add_train(sub)
     _add_probe(sub)
+    _add_serve(sub)
     from flaxsent.bench.cli import add_bench_parser
     add_bench_parser(sub)
     return parser
