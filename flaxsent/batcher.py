@@ -25,7 +25,7 @@ import jax
 import numpy as np
 
 from .classifier import Classifier
-from .plan import Batch, Shape, ShapePlan, pack_rows
+from .plan import Batch, ShapePlan, pack_rows
 
 log = logging.getLogger("flaxsent")
 
@@ -33,21 +33,7 @@ _STOP = object()  # the queue's last item: drain what came before, then end the 
 # Packing a group is exact but costs Python time; below this share of the packed batch's
 # tokens and slots, the group's texts are taken to fit without packing them.
 _SURE_FIT = 0.875
-LADDER_RUNGS = 4  # packed shapes: the plan's rows, then halved up to 3 times
-
-
-def pack_ladder(plan: ShapePlan, device_count: int, rungs: int = LADDER_RUNGS,
-                ) -> list[ShapePlan]:
-    """Copies of the plan whose packed shape has fewer rows, fewest first, the plan itself last.
-
-    Rows halve from the plan's (each a multiple of the device count); buckets stay the same.
-    """
-    if plan.pack is None:
-        return [plan]
-    rows = {max(device_count, plan.pack.rows // 2 ** k // device_count * device_count)
-            for k in range(rungs)}
-    return [dataclasses.replace(plan, pack=Shape(r, plan.pack.length, plan.pack.slots))
-            for r in sorted(rows) if r < plan.pack.rows] + [plan]
+LADDER_RUNGS = 4  # packed shapes: the plan's rows, then halved up to 3 times (light load)
 
 
 class EngineError(RuntimeError):
@@ -129,7 +115,7 @@ class Batcher:
         if not max_wait_s >= 0:
             raise ValueError(f"max_wait_s must be >= 0, got {max_wait_s!r}")
         self._clf = clf
-        self._plans = pack_ladder(clf.plan, clf.engine.n_devices)
+        self._plans = clf.plan.packed_ladder(clf.engine.n_devices, LADDER_RUNGS)
         self._max_wait = float(max_wait_s)
         self._on_batch = on_batch
         self._queue: queue.Queue = queue.Queue()

@@ -201,6 +201,19 @@ class ShapePlan:
         """Every shape this plan can emit: the packed one (if any), then the buckets."""
         return ([self.pack] if self.pack else []) + list(self.buckets)
 
+    def packed_ladder(self, device_count: int, rungs: int = 4) -> list[ShapePlan]:
+        """Copies of this plan whose packed shape has fewer rows, fewest first, this plan last.
+
+        Rows halve up to `rungs - 1` times (each a multiple of the device count); buckets stay
+        the same. A server runs a small group in a small shape instead of a mostly empty batch.
+        """
+        if self.pack is None:
+            return [self]
+        rows = {max(device_count, self.pack.rows // 2 ** k // device_count * device_count)
+                for k in range(rungs)}
+        return [dataclasses.replace(self, pack=Shape(r, self.pack.length, self.pack.slots))
+                for r in sorted(rows) if r < self.pack.rows] + [self]
+
     def shape_for(self, length: int) -> Shape:
         """The shape a text of `length` tokens runs in."""
         if not _is_int(length) or not 1 <= length <= self.max_length:

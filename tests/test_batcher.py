@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from flaxsent import Classifier
-from flaxsent.batcher import Batcher, EngineError, pack_ladder
-from flaxsent.plan import Shape, ShapePlan, pack_rows
+from flaxsent.batcher import Batcher, EngineError
+from flaxsent.plan import Shape, pack_rows
 
 from .conftest import WORDS
 
@@ -113,18 +113,6 @@ def test_a_lone_request_runs_in_the_smallest_packed_shape_that_holds_it(clf):
     finally:
         batcher.close()
     assert [b.shape.rows for b in seen] == [1, 2, 4]
-
-
-def test_the_ladder_halves_the_packed_rows_in_multiples_of_the_devices():
-    plan = ShapePlan.build(128, max_batch_tokens=4096, device_count=4, pack_length=128)
-    assert plan.pack.rows == 32
-    assert [p.pack.rows for p in pack_ladder(plan, 4)] == [4, 8, 16, 32]
-    assert [p.pack.rows for p in pack_ladder(plan, 4, rungs=2)] == [16, 32]
-    small = ShapePlan.build(128, max_batch_tokens=256, device_count=2, pack_length=128)
-    assert [p.pack.rows for p in pack_ladder(small, 2)] == [2]  # no room to halve
-    assert all(p.buckets == plan.buckets for p in pack_ladder(plan, 4))
-    unpacked = ShapePlan.build(128, pack_length=None)
-    assert pack_ladder(unpacked, 1) == [unpacked]
 
 
 def test_a_failed_batch_fails_its_requests_only(clf, monkeypatch):

@@ -250,6 +250,21 @@ def test_pack_rows_places_every_item_once_within_the_row() -> None:
         assert lengths.sum() / (64 * len(rows)) > 0.9  # longest-first fills rows well
 
 
+def test_packed_ladder_halves_the_rows() -> None:
+    plan = ShapePlan.build(512, max_batch_tokens=1024)  # 8 packed rows
+    assert [p.pack.rows for p in plan.packed_ladder(1)] == [1, 2, 4, 8]
+    assert plan.packed_ladder(1)[-1] is plan
+    assert all(p.buckets == plan.buckets for p in plan.packed_ladder(1))
+    eight = ShapePlan.build(512, max_batch_tokens=8192, device_count=8)  # 64 packed rows
+    assert [p.pack.rows for p in eight.packed_ladder(8)] == [8, 16, 32, 64]
+    assert ShapePlan.build(pack_length=None).packed_ladder(1) == [ShapePlan.build(
+        pack_length=None)]
+    four = ShapePlan.build(128, max_batch_tokens=4096, device_count=4)  # 32 packed rows
+    assert [p.pack.rows for p in four.packed_ladder(4, rungs=2)] == [16, 32]
+    small = ShapePlan.build(128, max_batch_tokens=256, device_count=2)
+    assert [p.pack.rows for p in small.packed_ladder(2)] == [2]  # no room to halve
+
+
 def test_warmup_batches_one_per_shape() -> None:
     plan = ShapePlan.build(512, max_batch_tokens=1024, device_count=2)
     shapes = [b.shape for b in plan.warmup_batches(PAD)]
