@@ -22,9 +22,9 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from .engine import resolve_devices
+from .engine import batch_specs, resolve_devices
 from .model import DistilBertForSequenceClassification
-from .plan import Batch
+from .plan import Batch, Shape
 
 Params = dict[str, Any]  # nnx.to_pure_dict of the model's parameters (nested dicts of arrays)
 NO_LABEL = -1  # the label of an empty slot
@@ -150,6 +150,18 @@ class TrainStep:
                   for a in (*batch.arrays(), labels_of(batch, labels))]
         with jax.default_matmul_precision(self.precision):
             return self._step(params, opt_state, *arrays, key)
+
+    def lower(self, shape: Shape) -> jax.stages.Lowered:
+        """One step of `shape` traced from abstract params, optimizer state and batch, lowered but
+        not run: `.compile()` it ahead of time, also for devices that are not attached."""
+        params = nnx.to_pure_dict(self.abstract_state)
+        opt_state = jax.eval_shape(self.tx.init, params)
+        ids, segments, positions, cls_index = batch_specs(shape, shape.rows)
+        labels = cls_index  # [B, S] int32, as the [CLS] columns
+        key = jax.eval_shape(lambda: jax.random.key(0))
+        with jax.default_matmul_precision(self.precision):
+            return self._step.lower(params, opt_state, ids, segments, positions, cls_index, labels,
+                                    key)
 
     def model(self, params: Params) -> DistilBertForSequenceClassification:
         """The model with these parameters (for evaluation and saving)."""
