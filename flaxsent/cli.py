@@ -1,5 +1,5 @@
-"""The `flaxsent` command: every subcommand's arguments (convert, export, predict, eval, train;
-bench registers its own), one line per user error, exit 2."""
+"""The `flaxsent` command: every subcommand's arguments (convert, export, predict, eval, train,
+aot; bench registers its own), one line per user error, exit 2."""
 
 from __future__ import annotations
 
@@ -123,6 +123,19 @@ def _train(args: argparse.Namespace) -> int:
           f"{result.seconds:.0f} s; last loss {result.final_loss:.4f}"
           + (f", eval accuracy {accuracy:.4f}" if accuracy is not None else "")
           + f" -> {result.out}", file=sys.stderr)
+    return 0
+
+
+def _aot(args: argparse.Namespace) -> int:
+    from .aot import compile_for_topology
+    from .aot_report import markdown, to_json, write_report
+    run = compile_for_topology(args.topology, args.model, args.dtype, pmap=not args.no_pmap,
+                               train=not args.no_train,
+                               progress=lambda line: print(line, file=sys.stderr, flush=True))
+    report = to_json(run)
+    print(markdown(report))
+    if args.out:
+        print(f"wrote {write_report(report, args.out)}", file=sys.stderr)
     return 0
 
 
@@ -271,6 +284,26 @@ def _add_train(sub: Any) -> None:
     p.set_defaults(func=_train)
 
 
+def _add_aot(sub: Any) -> None:
+    p = sub.add_parser(
+        "aot", help="compile every program for a TPU slice that is not here (needs libtpu)",
+        description="Compile the classifier's whole shape plan (mesh engine and pmap) and a "
+                    "training step ahead of time for a named TPU slice, with libtpu on this "
+                    "machine; report XLA's FLOPs, bytes and per-device memory, the tile "
+                    "padding, compile times and a roofline ESTIMATE of sentences/s.")
+    p.add_argument("--topology", required=True,
+                   help="the slice, chip:AxB[xC]: e.g. v5e:2x2, v6e:2x2, v4:2x2x1, v5p:2x2x1")
+    p.add_argument("--model", "-m", default=None,
+                   help="checkpoint folder or Hub id; only its config and tokenizer are read "
+                        "(default: the bench's embedded full-size model)")
+    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"],
+                   help="compute and parameter dtype (default bfloat16, TPU's native)")
+    p.add_argument("--out", default=None, help="folder for aot.json and aot.md")
+    p.add_argument("--no-pmap", action="store_true", help="skip the pmap entry point")
+    p.add_argument("--no-train", action="store_true", help="skip the training step")
+    p.set_defaults(func=_aot)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(
@@ -297,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_predict(sub)
     _add_eval(sub)
     _add_train(sub)
+    _add_aot(sub)
     from flaxsent.bench.cli import add_bench_parser
     add_bench_parser(sub)
     return parser
