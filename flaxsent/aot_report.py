@@ -106,9 +106,9 @@ def markdown(report: dict[str, Any]) -> str:
         f"{report['dtype']}",
         "",
         f"Model: {report['model']['source']} (dim {cfg['dim']}, {cfg['n_layers']} layers; "
-        f"weights not read). Compiled by libtpu {built['versions']['libtpu']} for compile-only "
-        f"devices on a {built['cpu_model']} with no TPU, {report['date']}. Figures are per "
-        f"device, from XLA. {topo['chip']}: {topo['chip_bf16_tflops']:g} TFLOP/s bf16, "
+        f"weights not read). Compiled {report['date']} by libtpu {built['versions']['libtpu']} "
+        f"for compile-only devices, on a CPU host ({built['cpu_model']}) with no TPU. Figures "
+        f"are per device, from XLA. {topo['chip']}: {topo['chip_bf16_tflops']:g} TFLOP/s bf16, "
         f"{topo['chip_hbm_gb']:g} GB HBM at {topo['chip_hbm_bandwidth_gbps']:g} GB/s per chip "
         f"({topo['source']}); {topo['devices_per_chip']} device(s) per chip.",
         "",
