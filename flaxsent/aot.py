@@ -56,6 +56,7 @@ class Program:
     compile_s: float
 
     def as_dict(self) -> dict[str, Any]:
+        """The program as JSON-ready values."""
         return {"kind": self.kind, "shape": list(self.shape.as_tuple()), "items": self.items,
                 "flops": self.flops, "bytes_accessed": self.bytes_accessed,
                 "memory": self.memory, "tiles": self.tiles, "lower_s": round(self.lower_s, 3),

@@ -78,6 +78,7 @@ class Topology:
 
     @property
     def device_kind(self) -> str:
+        """What jax calls the devices, e.g. 'TPU v5 lite'."""
         return self.devices[0].device_kind
 
     @property
@@ -87,10 +88,12 @@ class Topology:
 
     @property
     def device_hbm_bytes(self) -> float:
+        """HBM of one device (a chip's share)."""
         return self.chip.hbm_bytes / self.devices_per_chip
 
     @property
     def device_hbm_bandwidth(self) -> float:
+        """HBM bytes/s of one device (a chip's share)."""
         return self.chip.hbm_bandwidth / self.devices_per_chip
 
     def describe(self) -> dict[str, Any]:
@@ -167,10 +170,12 @@ class Roofline:
 
     @property
     def seconds(self) -> float:
+        """The estimated time: the binding limit's."""
         return max(self.compute_s, self.memory_s)
 
     @property
     def bound(self) -> str:
+        """Which limit binds: 'compute' or 'memory'."""
         return "compute" if self.compute_s >= self.memory_s else "memory"
 
 
