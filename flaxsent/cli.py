@@ -1,211 +1,18 @@
 """The `flaxsent` command: every subcommand's arguments (convert, export, predict, eval, train,
-probe, serve; bench registers its own), one line per user error, exit 2."""
+probe, serve, aot; bench registers its own), one line per user error, exit 2. What each
+subcommand then does is in `commands.py`."""
 
 from __future__ import annotations
 
 import argparse
-import functools
-import json
-import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from . import commands
 from .errors import FlaxsentError
 
 Command = Callable[[argparse.Namespace], int]
-
-
-def _convert(args: argparse.Namespace) -> int:
-    from flaxsent.convert.torch_to_flax import convert_checkpoint
-    report = convert_checkpoint(args.src, args.dst, dtype=args.dtype, num_labels=args.num_labels,
-                                force=args.force, seed=args.seed)
-    print(report.summary(args.dst))
-    return 0
-
-
-def _export(args: argparse.Namespace) -> int:
-    from flaxsent.convert.flax_to_torch import export_checkpoint
-    written = export_checkpoint(args.src, args.dst, force=args.force)
-    print(f"exported {args.src} -> {args.dst} ({', '.join(written)})")
-    return 0
-
-
-def _classifier_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The Classifier options `--devices` and `--max-length` set (predict, eval)."""
-    options: dict[str, Any] = {}
-    if args.devices is not None:
-        options["devices"] = args.devices
-    if args.max_length is not None:
-        options["max_length"] = args.max_length
-    return options
-
-
-def _predict(args: argparse.Namespace) -> int:
-    from .predict import PredictError, predict_file
-    from .readers import STDIO
-    from .shards import Shard, finish_part, merge_parts, process_shard
-    from .writers import output_format
-    if args.merge:
-        n = merge_parts(args.merge, args.output, force=args.force)
-        print(f"merged {n} record(s) into {args.output or 'stdout'}", file=sys.stderr)
-        return 0
-    if args.input is None or args.model is None:
-        raise PredictError("predict needs --model M and an INPUT file (or --merge MANIFEST)")
-    index, count = process_shard(args.distributed, args.coordinator, args.num_processes,
-                                 args.process_id)
-    if count > 1:
-        if args.output in (None, STDIO):
-            raise PredictError("a sharded run needs -o OUTPUT: each process writes "
-                               "OUTPUT.part-P-of-N")
-        output_format(args.output)  # fail now on an unusable extension
-
-    from .classifier import Classifier
-    clf = Classifier.from_pretrained(args.model, dtype=args.dtype, **_classifier_options(args))
-    shard = Shard(index, count, block=clf.window)
-    output = shard.part_path(args.output) if count > 1 else args.output
-    top_k = args.top_k
-    if top_k is not None and top_k > len(clf.labels):
-        top_k = None if len(clf.labels) > 1 else 1
-    result = predict_file(clf, args.input, output, text_column=args.text_column,
-                          input_fmt=args.input_format, top_k=top_k, logits=args.logits,
-                          resume=args.resume, force=args.force, on_error=args.on_error,
-                          chunk_size=args.chunk_size, progress=not args.no_progress, shard=shard)
-    if count > 1:
-        finish_part(shard, args.output, args.input, wait=args.distributed)
-    note = f" ({result.skipped_errors} bad row(s) as error records)" if result.skipped_errors \
-        else ""
-    resumed = f", after {result.resumed_from} kept" if result.resumed_from else ""
-    print(f"predicted {result.written} record(s){resumed} -> {output or 'stdout'}{note}",
-          file=sys.stderr)
-    return 0
-
-
-def _eval(args: argparse.Namespace) -> int:
-    from .classifier import Classifier
-    from .evaluate import evaluate_file, format_table
-    from .metrics import plot_metrics
-    clf = Classifier.from_pretrained(args.model, dtype=args.dtype, **_classifier_options(args))
-    metrics, labels, probs = evaluate_file(clf, args.data, text_column=args.text_column,
-                                           label_column=args.label_column,
-                                           input_fmt=args.input_format)
-    if args.plot:
-        plot_metrics(metrics, labels, probs, args.plot)
-    if args.json:
-        print(json.dumps(metrics))
-    else:
-        print(format_table(metrics))
-        if args.plot:
-            print(f"\nplot written to {args.plot}")
-    sys.stdout.flush()
-    return 0
-
-
-def _train(args: argparse.Namespace) -> int:
-    from .trainer import TrainOptions, train
-    opts = TrainOptions(
-        model=args.model, data=args.data, out=args.out, eval=args.eval,
-        num_labels=args.num_labels,
-        label_names=tuple(n.strip() for n in args.label_names.split(",")) if args.label_names
-        else None,
-        text_column=args.text_column, label_column=args.label_column,
-        learning_rate=args.learning_rate, batch_size=args.batch_size,
-        warmup_steps=args.warmup_steps, epochs=args.epochs, max_steps=args.max_steps,
-        max_length=args.max_length, weight_decay=args.weight_decay,
-        max_grad_norm=args.max_grad_norm or None, seed=args.seed, grad_accum=args.grad_accum,
-        dtype=args.dtype, dropout=not args.no_dropout, shuffle=not args.no_shuffle,
-        packed=not args.no_packing, save_every=args.save_every, devices=args.devices,
-        resume=args.resume, force=args.force, progress=not args.no_progress,
-        tensorboard=args.tensorboard)
-    result = train(opts)
-    if result.resumed_from:
-        print(f"resumed from step {result.resumed_from}", file=sys.stderr)
-    accuracy = (result.eval_metrics or {}).get("accuracy")
-    print(f"trained {result.steps} step(s) on {result.examples} example(s) in "
-          f"{result.seconds:.0f} s; last loss {result.final_loss:.4f}"
-          + (f", eval accuracy {accuracy:.4f}" if accuracy is not None else "")
-          + f" -> {result.out}", file=sys.stderr)
-    return 0
-
-
-def _probe(args: argparse.Namespace) -> int:
-    from .probe import (
-        ProbeError,
-        parse_pair_columns,
-        plan_probe,
-        read_list,
-        read_pairs,
-        run_pairs,
-        run_probe,
-    )
-    from .probe_report import (
-        check_out,
-        pairs_markdown,
-        pairs_record,
-        pairs_rows,
-        plot_pairs,
-        plot_probe,
-        probe_markdown,
-        probe_record,
-        probe_rows,
-        write_outputs,
-    )
-    if args.max_sentences < 1:
-        raise ProbeError(f"--max-sentences {args.max_sentences}: must be a positive integer")
-    if args.worst < 0:
-        raise ProbeError(f"--worst {args.worst}: must be 0 or more")
-    templates = list(args.template) + (read_list(args.templates, "--templates")
-                                       if args.templates else [])
-    if args.pairs is not None:  # everything checked before the model loads
-        if templates or args.values:
-            raise ProbeError("--pairs takes no --template, --templates or --values: it "
-                             "compares the sentences of each pair")
-        columns = parse_pair_columns(args.pair_columns)
-        pairs = read_pairs(args.pairs, columns)
-    else:
-        plan = plan_probe(templates, args.values, max_sentences=args.max_sentences)
-    if args.out:
-        check_out(args.out, args.force)
-
-    from .classifier import Classifier
-    clf = Classifier.from_pretrained(args.model, dtype=args.dtype, **_classifier_options(args))
-    if args.pairs is not None:
-        result = run_pairs(clf, pairs, columns, label=args.label)
-        print(pairs_markdown(result, args.model, args.pairs, worst=args.worst))
-        record, rows = pairs_record(result, args.model, args.pairs), pairs_rows(result)
-        plot = functools.partial(plot_pairs, result, worst=args.worst)
-    else:
-        result = run_probe(clf, plan, label=args.label)
-        print(probe_markdown(result, args.model))
-        record, rows = probe_record(result, args.model), probe_rows(result)
-        plot = functools.partial(plot_probe, result)
-    sys.stdout.flush()
-    if args.out:
-        written = write_outputs(record, rows, plot, args.out, force=args.force)
-        print(f"wrote {', '.join(written)}", file=sys.stderr)
-    else:
-        print("pass --out DIR to write probe.json, probe.csv and probe.png", file=sys.stderr)
-    return 0
-
-
-def _serve(args: argparse.Namespace) -> int:
-    try:
-        from .serve import ServeOptions, run_server
-    except ModuleNotFoundError as e:
-        if e.name not in ("fastapi", "starlette", "uvicorn", "prometheus_client", "pydantic"):
-            raise
-        raise FlaxsentError(f"serving needs {e.name}: pip install 'flaxsent[serve]'") from None
-    opts = ServeOptions(model_id=args.model, max_wait_ms=args.max_wait_ms,
-                        max_client_batch_size=args.max_client_batch_size,
-                        max_concurrent_requests=args.max_concurrent_requests,
-                        payload_limit=args.payload_limit,
-                        api_key=args.api_key or os.environ.get("FLAXSENT_API_KEY") or None,
-                        tokenization_workers=args.tokenization_workers)
-    options = _classifier_options(args)
-    if args.max_batch_tokens is not None:
-        options["max_batch_tokens"] = args.max_batch_tokens
-    return run_server(args.model, opts, host=args.host, port=args.port,
-                      access_log=args.access_log, dtype=args.dtype, **options)
 
 
 def _top_k(value: str) -> int | None:
@@ -268,7 +75,7 @@ def _add_predict(sub: Any) -> None:
                    help="this process, 0..N-1 (or JAX_PROCESS_ID)")
     g.add_argument("--merge", metavar="MANIFEST", default=None,
                    help="join the parts of a finished sharded run into -o OUTPUT")
-    p.set_defaults(func=_predict)
+    p.set_defaults(func=commands.run_predict)
 
 
 def _add_eval(sub: Any) -> None:
@@ -291,7 +98,7 @@ def _add_eval(sub: Any) -> None:
     p.add_argument("--plot", metavar="FILE", default=None,
                    help="write the ROC curve and confusion matrix to a PNG")
     _classifier_arguments(p)
-    p.set_defaults(func=_eval)
+    p.set_defaults(func=commands.run_eval)
 
 
 def _add_train(sub: Any) -> None:
@@ -350,7 +157,7 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--tensorboard", action="store_true",
                    help="also write TensorBoard event files (needs flaxsent[tensorboard])")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    p.set_defaults(func=_train)
+    p.set_defaults(func=commands.run_train)
 
 
 def _add_probe(sub: Any) -> None:
@@ -388,7 +195,7 @@ def _add_probe(sub: Any) -> None:
                    help="write probe.json, probe.csv and probe.png into DIR")
     p.add_argument("--force", action="store_true", help="replace earlier probe files in DIR")
     _classifier_arguments(p)
-    p.set_defaults(func=_probe)
+    p.set_defaults(func=commands.run_probe)
 
 
 def _add_serve(sub: Any) -> None:
@@ -419,7 +226,27 @@ def _add_serve(sub: Any) -> None:
                    help="threads tokenizing requests (default 2)")
     p.add_argument("--access-log", action="store_true", help="log every request")
     _classifier_arguments(p)
-    p.set_defaults(func=_serve)
+    p.set_defaults(func=commands.run_serve)
+
+
+def _add_aot(sub: Any) -> None:
+    p = sub.add_parser(
+        "aot", help="compile every program for a TPU slice that is not here (needs libtpu)",
+        description="Compile the classifier's whole shape plan (mesh engine and pmap) and a "
+                    "training step ahead of time for a named TPU slice, with libtpu on this "
+                    "machine; report XLA's FLOPs, bytes and per-device memory, the tile "
+                    "padding, compile times and a roofline ESTIMATE of sentences/s.")
+    p.add_argument("--topology", required=True,
+                   help="the slice, chip:AxB[xC]: e.g. v5e:2x2, v6e:2x2, v4:2x2x1, v5p:2x2x1")
+    p.add_argument("--model", "-m", default=None,
+                   help="checkpoint folder or Hub id; only its config and tokenizer are read "
+                        "(default: the bench's embedded full-size model)")
+    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"],
+                   help="compute and parameter dtype (default bfloat16, TPU's native)")
+    p.add_argument("--out", default=None, help="folder for aot.json and aot.md")
+    p.add_argument("--no-pmap", action="store_true", help="skip the pmap entry point")
+    p.add_argument("--no-train", action="store_true", help="skip the training step")
+    p.set_defaults(func=commands.run_aot)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -437,19 +264,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="add a freshly initialised N-label head to a checkpoint without one")
     p.add_argument("--seed", type=int, default=0, help="seed of a fresh head (default 0)")
     p.add_argument("--force", action="store_true", help="replace an existing DST")
-    p.set_defaults(func=_convert)
+    p.set_defaults(func=commands.run_convert)
 
     p = sub.add_parser("export", help="Flax checkpoint folder -> HF PyTorch folder")
     p.add_argument("src", help="a folder written by `flaxsent convert`")
     p.add_argument("dst", help="output HF folder (must not exist unless --force)")
     p.add_argument("--force", action="store_true", help="replace an existing DST")
-    p.set_defaults(func=_export)
+    p.set_defaults(func=commands.run_export)
 
     _add_predict(sub)
     _add_eval(sub)
     _add_train(sub)
     _add_probe(sub)
     _add_serve(sub)
+    _add_aot(sub)
     from flaxsent.bench.cli import add_bench_parser
     add_bench_parser(sub)
     return parser

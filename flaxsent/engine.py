@@ -15,7 +15,7 @@ from jax.sharding import PartitionSpec as P
 
 from .errors import FlaxsentError
 from .model import DistilBertForSequenceClassification
-from .plan import Batch
+from .plan import Batch, Shape
 
 PRECISIONS = ("default", "high", "highest")
 DEFAULT_CACHE_DIR = Path(os.environ.get("FLAXSENT_CACHE_DIR",
@@ -63,6 +63,20 @@ def resolve_devices(devices: int | Sequence[jax.Device] | None = None) -> list[j
     return chosen
 
 
+def _place(tree, sharding):
+    """Arrays onto the devices; abstract leaves (an `abstract_model`'s ShapeDtypeStructs) stay
+    abstract, so an engine over compile-only devices (a TPU topology, no TPU) can still `lower`."""
+    return jax.tree.map(lambda x: x if isinstance(x, jax.ShapeDtypeStruct)
+                        else jax.device_put(x, sharding), tree)
+
+
+def batch_specs(shape: Shape, rows: int) -> list[jax.ShapeDtypeStruct]:
+    """Abstract inputs of a forward of `shape` with `rows` rows (all of them, or one device's):
+    ids, segments, positions [rows, L] and [CLS] columns [rows, S], to lower without data."""
+    tokens = jax.ShapeDtypeStruct((rows, shape.length), np.int32)  # [B, L]
+    return [tokens, tokens, tokens, jax.ShapeDtypeStruct((rows, shape.slots), np.int32)]
+
+
 def _check_precision(precision: str) -> str:
     if precision not in PRECISIONS:
         raise FlaxsentError(f"precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
@@ -94,10 +108,9 @@ class DeviceProgram:
         mesh = Mesh(np.asarray(self.devices), ("data",))
         return mesh, NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
 
-    def _check_rows(self, batch: Batch) -> None:
-        if batch.input_ids.shape[0] % self.n_devices:
-            raise ValueError(f"batch of {batch.input_ids.shape[0]} rows does not split over "
-                             f"{self.n_devices} devices")
+    def _check_rows(self, rows: int) -> None:
+        if rows % self.n_devices:
+            raise ValueError(f"batch of {rows} rows does not split over {self.n_devices} devices")
 
 
 class Engine(DeviceProgram):
@@ -113,7 +126,7 @@ class Engine(DeviceProgram):
         super().__init__(model, devices, precision)
         self.mesh, replicated, self._batch = self.mesh_shardings()
         graphdef, state = nnx.split(model)
-        self._state = jax.device_put(state, replicated)
+        self._state = _place(state, replicated)
 
         def pure_forward(state, input_ids, segment_ids, position_ids, cls_index):
             self._traced.append((*input_ids.shape, cls_index.shape[1]))  # at trace time only
@@ -128,9 +141,16 @@ class Engine(DeviceProgram):
         """Executables in the jit cache: len(compiled_shapes) unless something recompiled."""
         return self._jitted._cache_size()
 
+    def lower(self, shape: Shape) -> jax.stages.Lowered:
+        """The forward of one shape, traced and lowered but not run: `.compile()` it ahead of
+        time, for these devices even when they are not attached (a TPU topology)."""
+        self._check_rows(shape.rows)
+        with jax.default_matmul_precision(self.precision):
+            return self._jitted.lower(self._state, *batch_specs(shape, shape.rows))
+
     def run(self, batch: Batch) -> jax.Array:
         """Dispatch one batch of the plan; logits [B, S, C] (asynchronously)."""
-        self._check_rows(batch)
+        self._check_rows(batch.shape.rows)
         placed = [jax.device_put(a, self._batch) for a in batch.arrays()]
         with jax.default_matmul_precision(self.precision):
             return self._jitted(self._state, *placed)
@@ -152,7 +172,9 @@ class PmapEngine(DeviceProgram):
         # one copy per device along a leading axis, laid out as pmap expects its inputs
         stacked = NamedSharding(Mesh(np.asarray(self.devices), ("replica",)), P("replica"))
         self._state = jax.tree.map(
-            lambda x: jax.device_put(np.broadcast_to(np.asarray(x), (n, *x.shape)), stacked), state)
+            lambda x: jax.ShapeDtypeStruct((n, *x.shape), x.dtype, sharding=stacked)
+            if isinstance(x, jax.ShapeDtypeStruct)
+            else jax.device_put(np.broadcast_to(np.asarray(x), (n, *x.shape)), stacked), state)
 
         def replica_forward(state, input_ids, segment_ids, position_ids, cls_index):
             # [B/n, L] per device; the shape recorded is the whole batch's
@@ -162,9 +184,18 @@ class PmapEngine(DeviceProgram):
 
         self._pmapped = jax.pmap(replica_forward, devices=self.devices)
 
+    def lower(self, shape: Shape) -> jax.stages.Lowered:
+        """The per-device forward of one shape, lowered but not run (see `Engine.lower`)."""
+        self._check_rows(shape.rows)
+        n = self.n_devices
+        specs = [jax.ShapeDtypeStruct((n, *s.shape), s.dtype)  # [n, B/n, ...]
+                 for s in batch_specs(shape, shape.rows // n)]
+        with jax.default_matmul_precision(self.precision):
+            return self._pmapped.lower(self._state, *specs)
+
     def run(self, batch: Batch) -> jax.Array:
         """Dispatch one batch of the plan; logits [B, S, C]."""
-        self._check_rows(batch)
+        self._check_rows(batch.shape.rows)
         n = self.n_devices
         split = [a.reshape(n, a.shape[0] // n, *a.shape[1:])  # [n, B/n, ...]
                  for a in batch.arrays()]

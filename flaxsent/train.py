@@ -20,9 +20,9 @@ import numpy as np
 import optax
 from flax import nnx
 
-from .engine import DeviceProgram
+from .engine import DeviceProgram, batch_specs
 from .model import DistilBertForSequenceClassification
-from .plan import Batch
+from .plan import Batch, Shape
 
 Params = dict[str, Any]  # nnx.to_pure_dict of the model's parameters (nested dicts of arrays)
 NO_LABEL = -1  # the label of an empty slot
@@ -96,7 +96,10 @@ class TrainStep(DeviceProgram):
         self.mesh, self.replicated, self.batch_sharding = self.mesh_shardings()
         self.recipe = recipe
         self.tx = recipe.optimizer()
-        self.graphdef, _ = nnx.split(model)
+        self.graphdef, state = nnx.split(model)
+        # shapes and dtypes of the params, to lower a step without them (ahead of time)
+        self.abstract_state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+                                           state)
         graphdef = self.graphdef
         use_dropout = dropout
 
@@ -126,11 +129,23 @@ class TrainStep(DeviceProgram):
                  key: jax.Array) -> tuple[Params, Any, jax.Array, jax.Array]:
         """One micro-batch: (new params, new optimizer state, its mean loss, the gradient's
         global norm before clipping). Donates the old params and state."""
-        self._check_rows(batch)
+        self._check_rows(batch.shape.rows)
         arrays = [jax.device_put(a, self.batch_sharding)
                   for a in (*batch.arrays(), labels_of(batch, labels))]
         with jax.default_matmul_precision(self.precision):
             return self._step(params, opt_state, *arrays, key)
+
+    def lower(self, shape: Shape) -> jax.stages.Lowered:
+        """One step of `shape` traced from abstract params, optimizer state and batch, lowered but
+        not run: `.compile()` it ahead of time, also for devices that are not attached."""
+        params = nnx.to_pure_dict(self.abstract_state)
+        opt_state = jax.eval_shape(self.tx.init, params)
+        ids, segments, positions, cls_index = batch_specs(shape, shape.rows)
+        labels = cls_index  # [B, S] int32, as the [CLS] columns
+        key = jax.eval_shape(lambda: jax.random.key(0))
+        with jax.default_matmul_precision(self.precision):
+            return self._step.lower(params, opt_state, ids, segments, positions, cls_index, labels,
+                                    key)
 
     def model(self, params: Params) -> DistilBertForSequenceClassification:
         """The model with these parameters (for evaluation and saving)."""

@@ -10,6 +10,9 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the network in tests
+# Tests run on the CPU (never a GPU), and with the tpu-aot extra installed, jax would otherwise
+# probe for a TPU at start-up and print libtpu's errors; compiling for TPU topologies still works.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TINY_HF = dict(vocab_size=128, dim=32, n_layers=2, n_heads=4, hidden_dim=37,
