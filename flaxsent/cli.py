@@ -40,7 +40,7 @@ def _classifier_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from .predict import PredictError, predict_file
+    from .predict import PredictError, predict_file, unmap_freed_blocks
     from .readers import STDIO
     from .shards import Shard, finish_part, merge_parts, process_shard
     from .writers import output_format
@@ -58,6 +58,7 @@ def _predict(args: argparse.Namespace) -> int:
                                "OUTPUT.part-P-of-N")
         output_format(args.output)  # fail now on an unusable extension
 
+    unmap_freed_blocks()  # from the start: loading and compiling free big blocks too
     from .classifier import Classifier
     clf = Classifier.from_pretrained(args.model, dtype=args.dtype, **_classifier_options(args))
     shard = Shard(index, count, block=clf.window)
