@@ -38,7 +38,7 @@ def classifier_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from .predict import PredictError, predict_file
+    from .predict import PredictError, predict_file, unmap_freed_blocks
     from .readers import STDIO
     from .shards import Shard, finish_part, merge_parts, process_shard
     from .writers import output_format
@@ -56,6 +56,7 @@ def run_predict(args: argparse.Namespace) -> int:
                                "OUTPUT.part-P-of-N")
         output_format(args.output)  # fail now on an unusable extension
 
+    unmap_freed_blocks()  # from the start: loading and compiling free big blocks too
     from .classifier import Classifier
     clf = Classifier.from_pretrained(args.model, dtype=args.dtype, **classifier_options(args))
     shard = Shard(index, count, block=clf.window)

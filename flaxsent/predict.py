@@ -12,8 +12,10 @@ output is byte-identical. A sharded run (`shards.Shard`) predicts only its own r
 from __future__ import annotations
 
 import collections
+import ctypes
 import dataclasses
 import os
+import platform
 import sys
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -29,6 +31,8 @@ if TYPE_CHECKING:
     from .classifier import Classifier
 
 PREDICTION_FIELDS = ("label", "score", "labels", "logits", "line", "error", ROW_FIELD)
+_M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
+_MMAP_THRESHOLD = 128 * 1024  # glibc's own initial value, then held fixed
 
 
 class PredictError(FlaxsentError):
@@ -98,8 +102,20 @@ class RowFormatter:
         return row
 
 
-
 # ------------------------------------------------------------------------------ the run
+
+def unmap_freed_blocks() -> None:
+    """Hold glibc's mmap threshold at 128 KiB, so large freed blocks go back to the OS at once.
+
+    glibc raises the threshold to the size of every large block freed (up to 32 MiB); after
+    that, the XLA CPU runtime's per-batch buffers come from per-thread heaps that keep their
+    pages, and a long run's peak RSS keeps growing (measured: bench/results/*/predict_rss.md).
+    Mapped blocks cost page faults instead. Process-wide and idempotent: `flaxsent predict`
+    calls it before the model loads, `predict_file` again. A no-op where libc is not glibc.
+    """
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
+
 
 def _progress(total: int | None, enabled: bool) -> Any:
     """A tqdm bar on stderr counting sentences (a no-op object when disabled or not a TTY)."""
@@ -137,6 +153,7 @@ def predict_file(clf: Classifier, input_path: str, output: str | None, *,
                            f"windows of {clf.window}: sharded batches would differ")
     _check_options(output, resume=resume, force=force, on_error=on_error,
                    chunk_size=chunk_size)
+    unmap_freed_blocks()  # or peak memory grows with the file
     fmt = output_format(output) if shard.count == 1 else "jsonl"
     # restart at a window boundary: the resumed run then forms the uninterrupted run's batches
     done = trim_for_resume(output, fmt, align=clf.window) if resume else 0
