@@ -165,8 +165,9 @@ def plot_probe(result: ProbeResult, path: Path) -> None:
         order = np.argsort(-g.p, kind="stable")
         x = np.arange(g.stats.n)
         ax.bar(x, g.p[order], width=0.8, color=[colors[g.predicted[i]] for i in order])
-        for k in dict.fromkeys(g.predicted):
-            ax.bar([], [], color=colors[k], label=f"predicted {k}")
+        from matplotlib.patches import Patch  # a legend entry per predicted label, its colour
+        handles = [Patch(color=colors[k], label=f"predicted {k}")
+                   for k in dict.fromkeys(g.predicted)]
         s = g.stats
         ax.axhspan(s.min_p, s.max_p, color="grey", alpha=0.15, lw=0, zorder=0)
         for y in (s.min_p, s.max_p):
@@ -185,7 +186,7 @@ def plot_probe(result: ProbeResult, path: Path) -> None:
                ylabel=f"P({result.label})",
                title=f"{g.name}: max {s.max_p:.3f} ({s.max_value}), min {s.min_p:.3f} "
                      f"({s.min_value}), std {s.std:.3f}, n={s.n}")
-        ax.legend(loc="upper right", fontsize="small")
+        ax.legend(handles=handles, loc="upper right", fontsize="small")
     fig.savefig(path, format="png", dpi=110)
 
 
