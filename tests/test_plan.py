@@ -14,6 +14,7 @@ from flaxsent.plan import (
     OrderedCollector,
     Shape,
     ShapePlan,
+    StepPlan,
     batch_budget,
     fill_batch,
     pack_rows,
@@ -318,3 +319,15 @@ def test_fill_batch_leaves_extra_rows_empty() -> None:
     assert b.positions.tolist() == [7, 9] and b.slots.tolist() == [0, 1]
     assert b.cls_index[0].tolist() == [0, 2] and b.real_tokens == 5
     assert (b.segment_ids[1:] == 0).all()
+
+
+def test_step_ladder_rungs_and_their_waste() -> None:
+    assert StepPlan.build(128, 32).ladder == (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
+    assert StepPlan.build(128, 32, 8).ladder == (8, 16, 24, 32)  # device count times 1, 2, 3, 4
+    assert StepPlan.build(128, 13).ladder == (1, 2, 3, 4, 6, 8, 12, 13)
+    assert StepPlan.build(128, 1).ladder == (1,)
+    assert StepPlan.build(128, 32, packed=False).ladder == (32,)
+    plan = StepPlan.build(128, 512)
+    for needed in range(1, 513):  # the rung a step of `needed` rows takes
+        rung = next(n for n in plan.ladder if n >= needed)
+        assert rung < 1.5 * needed or rung == needed
