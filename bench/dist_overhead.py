@@ -27,7 +27,7 @@ from typing import Any
 from .corpus import generate_corpus
 from .default_model import default_model_folder
 from .probe import run_child
-from .sysinfo import CpuContention, machine_info, machine_label, versions
+from .sysinfo import CpuContention, git_state, machine_info, machine_label, versions
 
 ENGINES = ("predict-txt", "beam", "predict-parquet", "ray")
 BASELINE = {"beam": "predict-txt", "ray": "predict-parquet"}  # same input file
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": model if args.model else "embedded DistilBERT-base SST-2 (RANDOM weights)",
         "engines": summarize(walls, small, big),
         "other_cpu_share": round(contention.other_share(), 3),
-        "machine": machine, "machine_label": machine_label(machine),
+        "machine": machine, "machine_label": machine_label(machine), "code": git_state(),
         "versions": {**versions(), **{name: _version(name) for name in ("apache-beam", "ray")}},
     }
     table = markdown(report)
