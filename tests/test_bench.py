@@ -20,8 +20,8 @@ from flaxsent.bench.harness import (
     _corpus,
     plan_strategies,
     run_harness,
-    shape_groups,
 )
+from flaxsent.bench.timing import shape_groups
 
 from flaxsent.errors import FlaxsentError
 from flaxsent.plan import ShapePlan
