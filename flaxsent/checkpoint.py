@@ -7,12 +7,9 @@ imports this module), so `load_model` takes either kind of folder.
 from __future__ import annotations
 
 import contextlib
-import json
-import math
 import os
 import re
 import shutil
-import struct
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -26,6 +23,7 @@ from flaxsent.convert.state_dict import Params, check_keys, torch_to_flax_params
 from .config import DistilBertConfig
 from .errors import CheckpointError
 from .model import DistilBertForSequenceClassification
+from .safetensors_reader import read_safetensors, read_sharded
 
 FLAX_WEIGHTS = "flax_model.safetensors"
 TORCH_SAFETENSORS = "model.safetensors"
@@ -130,47 +128,6 @@ def params_of(model: DistilBertForSequenceClassification) -> Params:
     return {_path_str(p): np.asarray(v[...]) for p, v in nnx.to_flat_state(state)}
 
 
-_SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
-                       "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8",
-                       "U8": "uint8", "BOOL": "bool"}
-
-
-def read_safetensors(path: Path) -> dict[str, np.ndarray]:
-    """All tensors of a safetensors file as numpy arrays (no torch), errors naming the file.
-
-    Read tensor by tensor with plain reads rather than through a memory map: mapped pages count
-    in the process's resident memory, which would double its peak while a model loads.
-    """
-    try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            (header_len,) = struct.unpack("<Q", f.read(8))
-            if header_len > size - 8:
-                raise ValueError(f"header of {header_len} bytes in a {size}-byte file")
-            header = json.loads(f.read(header_len))
-            if not isinstance(header, dict):
-                raise ValueError("header is not a JSON object")
-            tensors = {}
-            for name, info in header.items():
-                if name == "__metadata__":
-                    continue
-                dtype = np.dtype(_SAFETENSORS_DTYPES[info["dtype"]]) \
-                    if info["dtype"] != "BF16" else np.dtype(jnp.bfloat16)
-                shape = tuple(int(d) for d in info["shape"])
-                start, end = (int(o) for o in info["data_offsets"])
-                count = math.prod(shape)
-                if end - start != count * dtype.itemsize or 8 + header_len + end > size:
-                    raise ValueError(f"tensor '{name}' lies outside the file")
-                f.seek(8 + header_len + start)
-                tensors[name] = np.fromfile(f, dtype=dtype, count=count).reshape(shape)
-            return tensors
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no such file") from None
-    except (OSError, ValueError, KeyError, TypeError, struct.error) as e:
-        raise CheckpointError(f"{path}: not a readable safetensors file "
-                              f"(truncated or corrupt? {e})") from None
-
-
 def read_torch_state_dict(folder: Path) -> dict[str, np.ndarray]:
     """An HF folder's tensors as numpy: safetensors without torch, .bin with weights_only."""
     single = folder / TORCH_SAFETENSORS
@@ -178,23 +135,12 @@ def read_torch_state_dict(folder: Path) -> dict[str, np.ndarray]:
         return read_safetensors(single)
     index = folder / TORCH_SAFETENSORS_INDEX
     if index.is_file():
-        return _read_sharded(folder, index)
+        return read_sharded(folder, index)
     binary = folder / TORCH_BIN
     if binary.is_file():
         return _read_torch_bin(binary)
     raise CheckpointError(f"{folder}: no weights found (looked for {TORCH_SAFETENSORS}, "
                           f"{TORCH_BIN})")
-
-
-def _read_sharded(folder: Path, index: Path) -> dict[str, np.ndarray]:
-    try:
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-    except (OSError, ValueError, KeyError, AttributeError) as e:
-        raise CheckpointError(f"{index}: not a valid safetensors index ({e})") from None
-    state: dict[str, np.ndarray] = {}
-    for shard in shards:
-        state.update(read_safetensors(folder / shard))
-    return state
 
 
 def _read_torch_bin(path: Path) -> dict[str, np.ndarray]:
