@@ -9,8 +9,8 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import secrets
 import shutil
-import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -208,18 +208,49 @@ def load_model(path: str | os.PathLike, *, dtype=None, param_dtype=None,
                              consume=True)
 
 
-@contextlib.contextmanager
-def atomic_output_dir(dst: str | os.PathLike, force: bool = False) -> Iterator[Path]:
-    """Yield a temporary folder beside `dst` that becomes `dst` only if the block succeeds."""
-    dst = Path(dst).expanduser()
-    if dst.exists() and not force:
-        raise CheckpointError(f"{dst}: already exists (pass --force to overwrite it)")
-    if dst.exists() and not dst.is_dir():
+def _check_replaceable(dst: Path, source: Path | None) -> None:
+    """Refuse to replace `dst` unless it is an empty folder or a checkpoint folder that is not
+    `source` and does not hold it: --force must never delete anything else."""
+    if dst.is_symlink() or not dst.is_dir():
         raise CheckpointError(f"{dst}: exists and is not a folder")
-    parent = dst.parent
+    if source is not None:
+        src, target = source.resolve(), dst.resolve()
+        if target == src or target in src.parents:
+            raise CheckpointError(f"{dst}: is the source folder or holds it; --force will not "
+                                  "replace it: choose another output folder")
+    is_checkpoint = (dst / CONFIG).is_file() and any(
+        (dst / name).is_file()
+        for name in (FLAX_WEIGHTS, TORCH_SAFETENSORS, TORCH_SAFETENSORS_INDEX, TORCH_BIN))
+    if not is_checkpoint and any(dst.iterdir()):
+        raise CheckpointError(f"{dst}: neither empty nor a checkpoint folder (no {CONFIG} with "
+                              "weights); --force only replaces those: choose another output "
+                              "folder or empty this one yourself")
+
+
+def _sibling(dst: Path, kind: str) -> Path:
+    """A fresh hidden name beside `dst`, e.g. `.model.tmp-1f2e...`."""
+    return dst.parent / f".{dst.name}.{kind}-{secrets.token_hex(8)}"
+
+
+@contextlib.contextmanager
+def atomic_output_dir(dst: str | os.PathLike, force: bool = False, *,
+                      source: Path | None = None) -> Iterator[Path]:
+    """Yield a temporary folder beside `dst` that becomes `dst` only if the block succeeds.
+
+    `force` replaces an existing `dst` only when it is an empty folder or a checkpoint folder,
+    never `source` or a folder that holds it; if the swap fails the old folder comes back. The
+    new folder gets the permissions any new folder gets (the umask's), not a temp folder's 0700.
+    """
+    dst = Path(dst).expanduser()
+    replacing = dst.exists() or dst.is_symlink()
+    if replacing and not force:
+        raise CheckpointError(f"{dst}: already exists (pass --force to overwrite it)")
+    if replacing:
+        _check_replaceable(dst, source)
+    tmp = _sibling(dst, "tmp")
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.tmp-", dir=parent))
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
     except OSError as e:
         raise CheckpointError(f"{dst}: cannot write here ({e.strerror or e})") from None
     try:
@@ -228,13 +259,17 @@ def atomic_output_dir(dst: str | os.PathLike, force: bool = False) -> Iterator[P
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     try:
-        if dst.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old-", dir=parent))
-            dst.rename(old / dst.name)
-            tmp.rename(dst)
+        if replacing:
+            old = _sibling(dst, "old")
+            os.rename(dst, old)
+            try:
+                os.rename(tmp, dst)
+            except OSError:
+                os.rename(old, dst)
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
-            tmp.rename(dst)
+            os.rename(tmp, dst)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise CheckpointError(f"{dst}: cannot write here ({e.strerror or e})") from None
