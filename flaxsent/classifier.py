@@ -17,7 +17,7 @@ import numpy as np
 
 from . import checkpoint as ckpt
 from .engine import Engine, PmapEngine, enable_compilation_cache
-from .errors import FlaxsentError
+from .errors import FlaxsentError, NonFiniteLogitsError
 from .model import DistilBertForSequenceClassification
 from .plan import (
     DEFAULT_MAX_BATCH_SIZE,
@@ -63,6 +63,11 @@ class Classifier:
                  precision: str | None = None, backend: str = "mesh", window: int = 4096,
                  pack_length: int | None = DEFAULT_PACK_LENGTH):
         cfg = model.config
+        if tokenizer.vocab_size > cfg.vocab_size:  # Flax's lookup gives NaN past the table
+            raise FlaxsentError(
+                f"the tokenizer has ids up to {tokenizer.vocab_size - 1} but the model's "
+                f"embedding has {cfg.vocab_size} rows (vocab_size in config.json): texts with "
+                "those tokens would get NaN scores; use the tokenizer the model was trained with")
         limit = min(tokenizer.model_max_length, cfg.max_position_embeddings)
         if max_length is None:
             max_length = limit
@@ -178,7 +183,8 @@ class Classifier:
         """Logits [C] per input, in input order; device work overlaps host tokenizing/padding.
 
         A `None` input (a row that could not be read, say) holds its place: it yields None,
-        costs nothing, and keeps later inputs in the windows they would have had.
+        costs nothing, and keeps later inputs in the windows they would have had. A NaN or inf
+        logit raises `NonFiniteLogitsError` naming the input.
         """
         if isinstance(texts, (str, bytes)):
             raise TypeError("texts must be an iterable of str; wrap a single text in a list")
@@ -231,6 +237,10 @@ class Classifier:
                  ) -> list[np.ndarray | None]:
         batch, logits = item
         rows = batch.select(np.asarray(logits, dtype=np.float32))  # blocks on this batch only
+        bad = np.flatnonzero(~np.isfinite(rows).all(axis=1))
+        if bad.size:
+            first = bad[np.argmin(batch.positions[bad])]
+            raise NonFiniteLogitsError(int(batch.positions[first]), rows[first], bad.size - 1)
         collector.add(batch.positions, rows)
         return collector.pop_ready()
 

@@ -20,7 +20,7 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from .errors import FlaxsentError
+from .errors import FlaxsentError, NonFiniteLogitsError
 from .readers import STDIO, Record, count_records, read_records
 from .shards import ROW_FIELD, Shard
 from .writers import ParquetWriter, open_writer, output_format, trim_for_resume
@@ -204,18 +204,23 @@ def predict_file(clf: Classifier, input_path: str, output: str | None, *,
         bar.update(len(rows))
 
     ok = False
+    broken: tuple[Record, str] | None = None  # a row the model gave NaN or inf for
     try:
-        for row in clf.stream_logits(texts()):
-            index, record = pending.popleft()
-            if row is not None:
-                chunk.append(formatter.ok(record, index, row, errors_possible))
-                typed = True
-            else:
-                chunk.append(formatter.bad(record, index))
-                result.skipped_errors += 1
-            if len(chunk) >= chunk_size and typed:
-                flush(chunk)
-                chunk = []
+        try:
+            rows = clf.stream_logits(texts())
+            for row in rows:
+                index, record = pending.popleft()
+                if row is not None:
+                    chunk.append(formatter.ok(record, index, row, errors_possible))
+                    typed = True
+                else:
+                    chunk.append(formatter.bad(record, index))
+                    result.skipped_errors += 1
+                if len(chunk) >= chunk_size and typed:
+                    flush(chunk)
+                    chunk = []
+        except NonFiniteLogitsError as err:  # never a record: stop after the rows before it
+            broken = pending[err.index - writer.rows_written - len(chunk)][1], err.detail
         if chunk:
             flush(chunk)
         ok = True
@@ -227,10 +232,13 @@ def predict_file(clf: Classifier, input_path: str, output: str | None, *,
         else:
             writer.close()
     result.written = writer.rows_written
+    kept = f"; the {done + result.written} row(s) before it are in {output}" \
+        if output not in (None, STDIO) else ""
+    if broken:
+        record, detail = broken
+        raise PredictError(f"{reader.where(record.line)}: {detail}{kept}")
     if failed:
         record = failed[0]
-        kept = f"; the {done + result.written} row(s) before it are in {output}" \
-            if output not in (None, STDIO) else ""
         raise PredictError(f"{reader.where(record.line)}: {record.error}{kept}; fix the row, "
                            "or pass --on-error skip to write an error record for it and go on")
     return result

@@ -225,3 +225,36 @@ def test_none_inputs_hold_their_place(tiny_flax, tmp_path):
     assert list(clf.stream_logits([None, None])) == [None, None]  # no text at all
     tail = list(clf.stream_logits(["fine", None]))
     assert tail[1] is None and tail[0].shape == (2,)
+
+
+def test_a_vocabulary_past_the_embedding_is_refused_at_load(tiny_flax, tmp_path):
+    """Ids past the embedding make Flax's lookup return NaN: refuse the pair, not the rows."""
+    import shutil
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_flax, folder)
+    with open(folder / "vocab.txt", "a", encoding="utf-8") as f:
+        f.write("xylophone\nzeppelin\n")  # ids 128 and 129; the embedding has 128 rows
+    with pytest.raises(FlaxsentError, match=r"ids up to 129 .* 128 rows"):
+        Classifier.from_pretrained(folder, cache_dir=tmp_path / "cache")
+
+
+def poisoned(tiny_flax, word: str) -> Classifier:
+    """The tiny classifier with NaN in `word`'s embedding row: texts with it give NaN logits
+    (only they: one text a row, no packing)."""
+    from flaxsent import checkpoint as ckpt
+    from flaxsent.tokenizer import TextTokenizer
+    model = ckpt.load_model(tiny_flax)
+    tokenizer = TextTokenizer.from_folder(tiny_flax)
+    table = model.embeddings.word_embeddings.embedding
+    table.value = table.value.at[tokenizer.encode_batch([word])[0][0][1]].set(np.nan)
+    return Classifier(model, tokenizer, window=4, pack_length=None)  # rows do not interact
+
+
+def test_a_non_finite_logit_is_an_error_naming_the_input(tiny_flax):
+    clf = poisoned(tiny_flax, "awful")
+    texts = ["good fun", "great film", "awful plot", "fine", "dull"]
+    with pytest.raises(FlaxsentError, match=r"input 2: the model gave non-finite logits"):
+        list(clf.stream_logits(texts))
+    with pytest.raises(FlaxsentError, match="input 0"):
+        clf(["awful"])
+    assert len(clf(["good fun", "fine"])) == 2

@@ -296,3 +296,19 @@ def test_freed_big_blocks_go_back_to_the_os(clf, tmp_path):
     held = _rss_mib()
     del block
     assert held - _rss_mib() > 20, "a freed 24 MiB block stayed resident"
+
+
+@pytest.mark.parametrize("on_error", ["fail", "skip"])
+def test_a_non_finite_logit_is_an_error_naming_the_line_never_a_record(tiny_flax, tmp_path,
+                                                                       on_error):
+    from .test_classifier import poisoned
+    clf = poisoned(tiny_flax, "awful")  # window 4
+    lines = ["good fun", "great film", "fine", "dull", "the end", "fun", "awful plot", "bad"]
+    src = tmp_path / "in.txt"
+    src.write_text("".join(t + "\n" for t in lines))
+    out = tmp_path / "out.jsonl"
+    with pytest.raises(FlaxsentError, match=r"in\.txt, line 7: the model gave non-finite logits"
+                                            r".*the 4 row\(s\) before it are in"):
+        predict.predict_file(clf, str(src), str(out), chunk_size=1, on_error=on_error,
+                             progress=False)
+    assert read_output(out) == clf(lines[:4])  # the rows before it, all finite
