@@ -312,3 +312,23 @@ def test_a_non_finite_logit_is_an_error_naming_the_line_never_a_record(tiny_flax
         predict.predict_file(clf, str(src), str(out), chunk_size=1, on_error=on_error,
                              progress=False)
     assert read_output(out) == clf(lines[:4])  # the rows before it, all finite
+
+
+def _peak_rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="Linux /proc only")
+def test_a_huge_line_is_predicted_in_bounded_memory_and_counted_truncated(clf, tmp_path):
+    src = tmp_path / "in.txt"
+    line = "the movie was great , but the plot was dull ! " * 500_000  # 23 MB
+    src.write_text("fine\n" + line + "\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    Path("/proc/self/clear_refs").write_text("5")  # restart the peak (VmHWM) here
+    start = _peak_rss_mib()
+    predict.predict_file(clf, str(src), str(out), progress=False)
+    grew = _peak_rss_mib() - start
+    assert clf.last_run.n_truncated == 1
+    assert read_output(out) == clf(["fine", line])
+    assert grew < 250, f"peak RSS grew {grew:.0f} MiB for a 23 MB line"  # whole: gigabytes
