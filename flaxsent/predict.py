@@ -140,6 +140,10 @@ def _check_options(output: str | None, *, resume: bool, force: bool, on_error: s
         raise PredictError(f"output {output!r} is a directory, not a file")
 
 
+def _lost(what: str) -> RuntimeError:
+    return RuntimeError(f"internal error: {what}; the output is incomplete, please report this")
+
+
 def predict_file(clf: Classifier, input_path: str, output: str | None, *,
                  text_column: str | None = None, input_fmt: str | None = None,
                  top_k: int | None = 1, logits: bool = False, resume: bool = False,
@@ -170,19 +174,23 @@ def predict_file(clf: Classifier, input_path: str, output: str | None, *,
 
     pending: collections.deque[tuple[int, Record]] = collections.deque()
     failed: list[Record] = []
+    input_rows: int | None = None  # the input's record count, once every record was read
 
     def texts() -> Iterator[str | None]:
         """This shard's texts (None for a bad row: the classifier holds its place); under
         --on-error fail, a bad row ends the stream so that the rows before it finish."""
-        for offset, record in enumerate(reader):
-            index = start + offset
-            if not shard.owns(index):
+        nonlocal input_rows
+        index = start
+        for record in reader:
+            index += 1
+            if not shard.owns(index - 1):
                 continue
             if record.error is not None and on_error == "fail":
                 failed.append(record)
                 return
-            pending.append((index, record))
+            pending.append((index - 1, record))
             yield record.text
+        input_rows = index
 
     writer = open_writer(output, fmt, append=resume and done > 0)
     result = PredictResult(resumed_from=done, output=output)
@@ -207,8 +215,9 @@ def predict_file(clf: Classifier, input_path: str, output: str | None, *,
     broken: tuple[Record, str] | None = None  # a row the model gave NaN or inf for
     try:
         try:
-            rows = clf.stream_logits(texts())
-            for row in rows:
+            for row in clf.stream_logits(texts()):
+                if not pending:
+                    raise _lost("more results than inputs")
                 index, record = pending.popleft()
                 if row is not None:
                     chunk.append(formatter.ok(record, index, row, errors_possible))
@@ -223,6 +232,9 @@ def predict_file(clf: Classifier, input_path: str, output: str | None, *,
             broken = pending[err.index - writer.rows_written - len(chunk)][1], err.detail
         if chunk:
             flush(chunk)
+        if not (broken or failed) and (pending or input_rows is None):
+            raise _lost(f"{len(pending)} input(s) without a result" if pending else
+                        "the classifier stopped reading the input before its end")
         ok = True
     finally:
         bar.close()

@@ -258,3 +258,12 @@ def test_a_non_finite_logit_is_an_error_naming_the_input(tiny_flax):
     with pytest.raises(FlaxsentError, match="input 0"):
         clf(["awful"])
     assert len(clf(["good fun", "fine"])) == 2
+
+
+def test_a_lost_batch_is_an_internal_error(clf, monkeypatch):
+    """stream_logits checks that every input came back (a plan that drops a batch is a bug)."""
+    from flaxsent.plan import ShapePlan
+    batches = ShapePlan.batches
+    monkeypatch.setattr(ShapePlan, "batches", lambda *a, **k: list(batches(*a, **k))[:-1])
+    with pytest.raises(RuntimeError, match=r"internal error: 8 input\(s\) read but"):
+        list(clf.stream_logits(TEXTS))

@@ -332,3 +332,22 @@ def test_a_huge_line_is_predicted_in_bounded_memory_and_counted_truncated(clf, t
     assert clf.last_run.n_truncated == 1
     assert read_output(out) == clf(["fine", line])
     assert grew < 250, f"peak RSS grew {grew:.0f} MiB for a 23 MB line"  # whole: gigabytes
+
+
+@pytest.mark.parametrize("fault", ["drops the last result", "stops reading early"])
+def test_a_short_output_is_an_internal_error_never_a_success(clf, tmp_path, monkeypatch,
+                                                             fault):
+    """A classifier that loses rows (a bug) must not leave a short output behind a success."""
+    src = tmp_path / "in.txt"
+    src.write_text("".join(t + "\n" for t in texts(30, seed=11)))
+    stream_logits = clf.stream_logits
+
+    def lossy(texts):
+        if fault == "stops reading early":
+            import itertools
+            texts = itertools.islice(texts, 20)
+        rows = list(stream_logits(texts))
+        yield from rows[:-1] if fault == "drops the last result" else rows
+    monkeypatch.setattr(clf, "stream_logits", lossy)
+    with pytest.raises(RuntimeError, match="internal error: .* please report"):
+        predict.predict_file(clf, str(src), str(tmp_path / "out.jsonl"), progress=False)
