@@ -23,7 +23,13 @@ from typing import TYPE_CHECKING, Any
 from .errors import FlaxsentError, NonFiniteLogitsError
 from .readers import STDIO, Record, count_records, read_records
 from .shards import ROW_FIELD, Shard
-from .writers import ParquetWriter, open_writer, output_format, trim_for_resume
+from .writers import (
+    ChunkedOutput,
+    ParquetWriter,
+    open_writer,
+    output_format,
+    trim_for_resume,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -61,6 +67,15 @@ class RowFormatter:
         self.logits = logits
         self.uniform = uniform  # fixed-schema outputs (csv, parquet) need every key on every row
         self.row_index = row_index
+
+    def columns(self, extras: list[str], errors_possible: bool) -> list[str]:
+        """The keys of every output record, in order, given the input's other columns."""
+        names = [ROW_FIELD] if self.row_index else []
+        names += [f"input_{key}" if key in PREDICTION_FIELDS else key for key in extras]
+        names += ["label", "score"] if self.top_k == 1 else ["labels"]
+        names += ["logits"] if self.logits else []
+        names += ["line", "error"] if errors_possible and self.uniform else []
+        return list(dict.fromkeys(names))
 
     def _extras(self, record: Record, index: int) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -195,21 +210,14 @@ def predict_file(clf: Classifier, input_path: str, output: str | None, *,
     writer = open_writer(output, fmt, append=resume and done > 0)
     result = PredictResult(resumed_from=done, output=output)
     bar = _progress(total, progress)
-    chunk: list[dict[str, Any]] = []
-    # csv/parquet fix their columns at the first write (csv: the existing header on --resume)
-    columns: list[str] | None = getattr(writer, "fieldnames", None)
-    # parquet also fixes the column types then: hold the first chunk until a good row types them
-    typed = fmt != "parquet"
-
-    def flush(rows: list[dict[str, Any]]) -> None:
-        nonlocal columns
-        if uniform:
-            if columns is None:  # a good row's keys first: a bad JSON row has no extras
-                good = [r for r in rows if not r.get("error")]
-                columns = list(dict.fromkeys(k for r in good + rows for k in r))
-            rows = [{**dict.fromkeys(columns), **r} for r in rows]
-        writer.write_chunk(rows)
-        bar.update(len(rows))
+    # csv/parquet: the columns follow the input's (csv on --resume: the output's header); a
+    # JSONL input says its columns with its first good row
+    columns = getattr(writer, "fieldnames", None)
+    if columns is None and reader.fmt != "jsonl":
+        extras = [c for c in reader.columns or [] if c != reader.text_column]
+        columns = formatter.columns(extras, errors_possible)
+    chunks = ChunkedOutput(writer, chunk_size, uniform=uniform, columns=columns,
+                           hold=fmt == "parquet" or columns is None)
 
     ok = False
     broken: tuple[Record, str] | None = None  # a row the model gave NaN or inf for
@@ -220,18 +228,14 @@ def predict_file(clf: Classifier, input_path: str, output: str | None, *,
                     raise _lost("more results than inputs")
                 index, record = pending.popleft()
                 if row is not None:
-                    chunk.append(formatter.ok(record, index, row, errors_possible))
-                    typed = True
+                    bar.update(chunks.add(formatter.ok(record, index, row, errors_possible),
+                                          typed=True))
                 else:
-                    chunk.append(formatter.bad(record, index))
+                    bar.update(chunks.add(formatter.bad(record, index), typed=False))
                     result.skipped_errors += 1
-                if len(chunk) >= chunk_size and typed:
-                    flush(chunk)
-                    chunk = []
         except NonFiniteLogitsError as err:  # never a record: stop after the rows before it
-            broken = pending[err.index - writer.rows_written - len(chunk)][1], err.detail
-        if chunk:
-            flush(chunk)
+            broken = pending[err.index - writer.rows_written - len(chunks.rows)][1], err.detail
+        bar.update(chunks.flush())
         if not (broken or failed) and (pending or input_rows is None):
             raise _lost(f"{len(pending)} input(s) without a result" if pending else
                         "the classifier stopped reading the input before its end")

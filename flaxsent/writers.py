@@ -247,6 +247,43 @@ class ParquetWriter(RecordWriter):
         self.close(keep_partial=exc_type is not None)
 
 
+class ChunkedOutput:
+    """Rows to a writer in chunks of `size` records, each one durable write.
+
+    In a fixed-column format (`uniform`: csv, parquet) every row gets every column, None where
+    it has none: the columns are `columns` when known, else the first chunk's (a good row's
+    keys first). With `hold`, the first chunk waits for a typed row (one without an `error`):
+    parquet types its columns from the first chunk, and a csv of unknown columns fixes its
+    header there.
+    """
+
+    def __init__(self, writer: RecordWriter, size: int, *, uniform: bool,
+                 columns: list[str] | None, hold: bool) -> None:
+        self.writer = writer
+        self.size = size
+        self.uniform = uniform
+        self.columns = columns
+        self.holding = hold
+        self.rows: list[dict[str, Any]] = []
+
+    def add(self, row: dict[str, Any], typed: bool) -> int:
+        """Take one row (`typed`: a good row); return how many rows this wrote (0 or a chunk)."""
+        self.rows.append(row)
+        self.holding = self.holding and not typed
+        return self.flush() if len(self.rows) >= self.size and not self.holding else 0
+
+    def flush(self) -> int:
+        """Write the rows taken so far as one chunk; return how many."""
+        rows, self.rows = self.rows, []
+        if self.uniform and rows:
+            if self.columns is None:  # a good row's keys first: a bad JSON row has no extras
+                good = [r for r in rows if not r.get("error")]
+                self.columns = list(dict.fromkeys(k for r in good + rows for k in r))
+            rows = [{**dict.fromkeys(self.columns), **r} for r in rows]
+        self.writer.write_chunk(rows)
+        return len(rows)
+
+
 def open_writer(path: str | None, fmt: str | None = None, append: bool = False) -> RecordWriter:
     """A writer for `path` (stdout JSONL for None or `-`); `append` continues an existing JSONL/CSV
     output after `trim_for_resume` has trimmed it (parquet refuses it)."""

@@ -351,3 +351,26 @@ def test_a_short_output_is_an_internal_error_never_a_success(clf, tmp_path, monk
     monkeypatch.setattr(clf, "stream_logits", lossy)
     with pytest.raises(RuntimeError, match="internal error: .* please report"):
         predict.predict_file(clf, str(src), str(tmp_path / "out.jsonl"), progress=False)
+
+
+@pytest.mark.parametrize("fmt_in", ["csv", "jsonl"])
+@pytest.mark.parametrize("fmt_out", ["csv", "parquet"])
+def test_a_first_chunk_of_bad_rows_does_not_fix_the_columns(clf, tmp_path, fmt_in, fmt_out):
+    """The columns come from the input's header (JSONL: the first good row), never from a
+    first chunk that holds only error records without the carried columns."""
+    src = tmp_path / f"in.{fmt_in}"
+    write_input(src, [{"id": f"r{i}", "text": t} for i, t in enumerate(texts(12, seed=12))])
+    lines = src.read_bytes().splitlines(keepends=True)
+    first = 1 if fmt_in == "csv" else 0  # the header
+    for i in (first, first + 1, first + 2):
+        lines[i] = b"\xff\xfe not UTF-8\n"
+    src.write_bytes(b"".join(lines))
+    outputs = []
+    for chunk_size in (2, 1024):
+        out = tmp_path / f"out-{chunk_size}.{fmt_out}"
+        result = predict.predict_file(clf, str(src), str(out), on_error="skip",
+                                      chunk_size=chunk_size, progress=False)
+        assert result.written == 12 and result.skipped_errors == 3
+        outputs.append(read_output(out))
+    assert outputs[0] == outputs[1]
+    assert [r["id"] for r in outputs[0][3:]] == [f"r{i}" for i in range(3, 12)]
