@@ -166,7 +166,12 @@ def _read_torch_bin(path: Path) -> dict[str, np.ndarray]:
             import ml_dtypes
             out[key] = tensor.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
         else:
-            out[key] = tensor.numpy()
+            try:
+                out[key] = tensor.numpy()
+            except TypeError:  # float8 and other dtypes numpy does not have
+                raise CheckpointError(f"{path}: entry '{key}' has dtype {tensor.dtype}, which "
+                                      "flaxsent cannot read: save the checkpoint in float32, "
+                                      "float16 or bfloat16") from None
     return out
 
 

@@ -5,6 +5,7 @@ subcommand then does is in `commands.py`."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -290,6 +291,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except FlaxsentError as e:
         print(f"flaxsent {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # stdout's reader went away (`| head`): nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second failure
+        return 1
+    except OSError as e:  # the system refused (a full disk, a permission): one line too
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"flaxsent {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"flaxsent {args.command}: interrupted", file=sys.stderr)

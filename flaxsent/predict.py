@@ -26,6 +26,7 @@ from .shards import ROW_FIELD, Shard
 from .writers import (
     ChunkedOutput,
     ParquetWriter,
+    WriteError,
     open_writer,
     output_format,
     trim_for_resume,
@@ -240,6 +241,11 @@ def predict_file(clf: Classifier, input_path: str, output: str | None, *,
             raise _lost(f"{len(pending)} input(s) without a result" if pending else
                         "the classifier stopped reading the input before its end")
         ok = True
+    except WriteError as e:  # a full disk, say: what was written stays
+        again = "then rerun with --resume to continue it" if fmt != "parquet" and \
+            output not in (None, STDIO) else "then run it again"
+        raise PredictError(f"{e}; {done + writer.rows_written} record(s) were written before "
+                           f"it: make room, {again}") from None
     finally:
         bar.close()
         reader.close()

@@ -112,10 +112,13 @@ def write_manifest(output: str, shard: Shard, input_path: str) -> str:
                 "output": Path(output).name, "num_processes": shard.count, "parts": parts,
                 "block": shard.block, "row_field": ROW_FIELD}
     tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(manifest, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(manifest, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except OSError as e:
+        raise ShardError(f"cannot write {path}: {e.strerror or e}") from None
     return path
 
 
@@ -143,6 +146,7 @@ def merge_parts(manifest_path: str, output: str | None, *, force: bool = False) 
     files = [open(p, "rb") for p in paths]
     writer = open_writer(output, output_format(output))
     chunk: list[dict[str, Any]] = []
+    lines = [0] * n  # lines read from each part
     i = 0
     try:
         while True:
@@ -158,7 +162,15 @@ def merge_parts(manifest_path: str, output: str | None, *, force: bool = False) 
             if not raw.endswith(b"\n"):
                 raise ShardError(f"part {str(paths[part])!r} ends with a partial record: "
                                  "rerun that process with --resume")
-            row = json.loads(raw)
+            try:
+                row = json.loads(raw)
+                if not isinstance(row, dict):
+                    raise ValueError(f"a JSON {type(row).__name__}, not an object")
+            except (ValueError, RecursionError) as err:  # JSON, UTF-8 or nesting
+                where = f"{paths[part]}, line {lines[part] + 1}"
+                raise ShardError(f"{where}: not a predict record ({str(err).splitlines()[0]}): "
+                                 "rerun that process's part with --force") from None
+            lines[part] += 1
             if row.pop(ROW_FIELD, None) != i:
                 raise ShardError(f"part {str(paths[part])!r}: expected row {i} next; the "
                                  "parts do not belong to one run")

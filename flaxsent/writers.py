@@ -94,6 +94,11 @@ def _csv_cell(value: Any) -> Any:
     return to_json(value)  # lists (top-k), dicts: a JSON string in one cell
 
 
+class WriteError(RecordsError):
+    """An output that could not be written (a full disk, a lost mount): what was written before
+    the failing chunk stays."""
+
+
 class RecordWriter:
     """Writes output rows chunk by chunk; `close()` finishes the file. Base of the per-format
     writers, usable as a context manager."""
@@ -110,7 +115,13 @@ class RecordWriter:
         if self._closed:
             raise ValueError("write to a closed RecordWriter")
         if rows:
-            self._write(rows)
+            try:
+                self._write(rows)
+            except BrokenPipeError:
+                raise  # stdout's reader went away: the command line ends quietly (cli.main)
+            except OSError as e:
+                raise WriteError(f"cannot write {self.path or 'stdout'}: "
+                                 f"{e.strerror or e}") from None
             self.rows_written += len(rows)
 
     def _write(self, rows: list[dict[str, Any]]) -> None:
@@ -137,13 +148,15 @@ class _StreamWriter(RecordWriter):
             sys.stdout.flush()
             self._file: IO[bytes] = sys.stdout.buffer
         else:
-            try:
-                self._file = open(path, "ab" if append else "wb")
+            try:  # unbuffered: a failed write leaves nothing behind to fail again on close
+                self._file = open(path, "ab" if append else "wb", buffering=0)
             except OSError as err:
-                raise RecordsError(f"cannot write {path!r}: {err.strerror}") from None
+                raise WriteError(f"cannot write {path!r}: {err.strerror}") from None
 
     def _emit(self, data: str) -> None:
-        self._file.write(data.encode("utf-8"))
+        view = memoryview(data.encode("utf-8"))
+        while view:  # an unbuffered write may take only part (the last bytes a disk holds)
+            view = view[self._file.write(view):]
         self._file.flush()
         if not self._to_stdout:
             os.fsync(self._file.fileno())
@@ -226,6 +239,8 @@ class ParquetWriter(RecordWriter):
                 self._writer = self._pq.ParquetWriter(self._partial, self._schema)
             else:
                 table = pa.Table.from_pylist(rows, schema=self._schema)
+        except OSError:  # pyarrow's IO errors are OSErrors: not a schema problem
+            raise
         except (pa.ArrowException, TypeError, ValueError) as err:
             raise RecordsError(f"{self.path}: rows do not fit one parquet schema ({err}); "
                                "write JSONL for rows of varying shape") from None
@@ -235,13 +250,16 @@ class ParquetWriter(RecordWriter):
         """Finish the file and move it into place (or leave `<path>.partial` on failure)."""
         if self._closed:
             return
-        if self._writer is None:  # no rows: still an (empty) output
-            import pyarrow as pa
-            self._writer = self._pq.ParquetWriter(self._partial, pa.schema([]))
-        self._writer.close()
-        if not keep_partial:
-            os.replace(self._partial, self.path)
         super().close()
+        try:
+            if self._writer is None:  # no rows: still an (empty) output
+                import pyarrow as pa
+                self._writer = self._pq.ParquetWriter(self._partial, pa.schema([]))
+            self._writer.close()
+            if not keep_partial:
+                os.replace(self._partial, self.path)
+        except OSError as e:
+            raise WriteError(f"cannot write {self.path}: {e.strerror or e}") from None
 
     def __exit__(self, exc_type: object, *exc: object) -> None:
         self.close(keep_partial=exc_type is not None)

@@ -141,8 +141,8 @@ def test_failed_conversion_leaves_nothing(capsys, tiny_hf, tmp_path, monkeypatch
     def explode(*_):
         raise OSError(28, "No space left on device")
     monkeypatch.setattr(tok, "copy_tokenizer_files", explode)
-    with pytest.raises(OSError):
-        main(["convert", str(tiny_hf), str(tmp_path / "out")])
+    code, _, err = run(capsys, "convert", str(tiny_hf), str(tmp_path / "out"))
+    assert_one_line_error(code, err, "No space left on device")
     assert list(tmp_path.iterdir()) == []  # neither DST nor a temporary folder
 
 
@@ -234,3 +234,16 @@ def test_a_failed_swap_brings_the_old_folder_back(capsys, tiny_hf, tmp_path, mon
     assert_one_line_error(code, err, "Input/output error")
     assert {p.name: p.read_bytes() for p in dst.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # nothing left beside it
+
+
+@pytest.mark.parametrize("dtype", ["float8_e4m3fn", "int8", "complex64"])
+def test_a_bin_tensor_of_an_unusable_dtype_is_one_line(capsys, tmp_path, dtype):
+    import torch
+    src = tmp_path / "src"
+    model = build_hf_checkpoint(src, fmt="bin")
+    state = model.state_dict()
+    state["classifier.weight"] = state["classifier.weight"].to(getattr(torch, dtype))
+    torch.save(state, src / "pytorch_model.bin")
+    code, _, err = run(capsys, "convert", str(src), str(tmp_path / "out"))
+    assert_one_line_error(code, err, f"classifier.weight.*{dtype}")
+    assert not (tmp_path / "out").exists()

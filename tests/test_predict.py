@@ -49,10 +49,10 @@ def cli(argv: list[str]) -> int:
     return args.func(args)
 
 
-def subprocess_cli(argv: list[str], **kwargs) -> subprocess.Popen:
+def subprocess_cli(argv: list[str], prelude: str = "", **kwargs) -> subprocess.Popen:
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT),
            **kwargs.pop("env", {})}
-    return subprocess.Popen([sys.executable, "-c", CLI, "predict", *argv], env=env,
+    return subprocess.Popen([sys.executable, "-c", prelude + CLI, "predict", *argv], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
 
 
@@ -374,3 +374,42 @@ def test_a_first_chunk_of_bad_rows_does_not_fix_the_columns(clf, tmp_path, fmt_i
         outputs.append(read_output(out))
     assert outputs[0] == outputs[1]
     assert [r["id"] for r in outputs[0][3:]] == [f"r{i}" for i in range(3, 12)]
+
+
+def test_a_parquet_write_that_fails_is_one_clear_error(clf, tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
+    src = tmp_path / "in.txt"
+    src.write_text("".join(t + "\n" for t in texts(20, seed=13)))
+
+    def full(*_, **__):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", full)
+    with pytest.raises(FlaxsentError, match="cannot write .*out.parquet.*No space left"):
+        predict.predict_file(clf, str(src), str(tmp_path / "out.parquet"), progress=False)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_FSIZE as Linux applies it")
+def test_a_full_disk_is_one_line_and_resume_continues(tiny_flax, tmp_path):
+    """RLIMIT_FSIZE stands in for a full disk: writes past it fail with EFBIG."""
+    window = Classifier.from_pretrained(tiny_flax).window
+    src = tmp_path / "in.txt"
+    src.write_text("".join(t + "\n" for t in texts(2 * window + 50, seed=14)))
+    full, cut = tmp_path / "full.jsonl", tmp_path / "cut.jsonl"
+    common = ["--model", str(tiny_flax), str(src), "--chunk-size", "100", "--no-progress"]
+    reference = subprocess_cli([*common, "-o", str(full)])  # warms the compilation cache too
+    _, err = reference.communicate(timeout=300)
+    assert reference.returncode == 0, err.decode()
+    limit = len(full.read_bytes()) * 2 // 3  # past the first window, short of the end
+    small_disk = f"import resource as r; r.setrlimit(r.RLIMIT_FSIZE, ({limit}, {limit})); "
+    proc = subprocess_cli([*common, "-o", str(cut)], prelude=small_disk)
+    _, err = proc.communicate(timeout=300)
+    err = err.decode()
+    assert proc.returncode == 2, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "File too large" in err and "--resume" in err
+    kept = cut.read_bytes()
+    assert full.read_bytes().startswith(kept) and window < kept.count(b"\n")
+    resumed = subprocess_cli([*common, "-o", str(cut), "--resume"])
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err.decode()
+    assert cut.read_bytes() == full.read_bytes()

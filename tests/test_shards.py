@@ -106,3 +106,25 @@ def test_two_process_distributed_run_merges_to_single_process_output(tiny_flax, 
     assert cli(["--merge", str(tmp_path / "out.jsonl.manifest.json"), "-o", str(merged)]) == 0
     assert "_row" not in read_output(merged)[0]
     assert merged.read_bytes() == single.read_bytes()
+
+
+@pytest.mark.parametrize("damage", [b"{not json\n", b'{"_row": 1, "label": "\xff"}\n'])
+def test_a_corrupt_line_in_a_part_is_one_clear_error(clf, tmp_path, capsys, damage):
+    src = tmp_path / "in.txt"
+    src.write_text("".join(t + "\n" for t in texts(200, seed=8)))
+    out = tmp_path / "o.jsonl"
+    parts = [shards.Shard(pid, 2, clf.window) for pid in (0, 1)]
+    for shard in parts:
+        predict.predict_file(clf, str(src), shard.part_path(str(out)), shard=shard,
+                             progress=False)
+    manifest = shards.write_manifest(str(out), parts[0], str(src))
+    part1 = Path(parts[1].part_path(str(out)))
+    lines = part1.read_bytes().splitlines(keepends=True)
+    lines[3] = damage
+    part1.write_bytes(b"".join(lines))
+    from flaxsent.cli import main
+    capsys.readouterr()
+    assert main(["predict", "--merge", manifest, "-o", str(tmp_path / "m.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "o.jsonl.part-1-of-2, line 4: not a predict record" in err
