@@ -75,7 +75,8 @@ def _add_predict(sub: Any) -> None:
     g.add_argument("--process-id", type=int, default=None,
                    help="this process, 0..N-1 (or JAX_PROCESS_ID)")
     g.add_argument("--merge", metavar="MANIFEST", default=None,
-                   help="join the parts of a finished sharded run into -o OUTPUT")
+                   help="join the parts of a sharded run into -o OUTPUT; refused unless "
+                        "every part recorded its completion and every input row is there once")
     p.set_defaults(func=commands.run_predict)
 
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import FlaxsentError, NonFiniteLogitsError
 from .readers import STDIO, Record, count_records, read_records
-from .shards import ROW_FIELD, Shard
+from .shards import ROW_FIELD, Shard, record_done, withdraw_done
 from .writers import (
     ChunkedOutput,
     ParquetWriter,
@@ -175,6 +175,9 @@ def predict_file(clf: Classifier, input_path: str, output: str | None, *,
                    chunk_size=chunk_size)
     unmap_freed_blocks()  # or peak memory grows with the file
     fmt = output_format(output) if shard.count == 1 else "jsonl"
+    part = shard.count > 1 and output not in (None, STDIO)
+    if part:  # an earlier run's completion no longer holds once the part is written again
+        withdraw_done(output)
     # restart at a window boundary: the resumed run then forms the uninterrupted run's batches
     done = trim_for_resume(output, fmt, align=clf.window) if resume else 0
     start = shard.global_row(done)
@@ -263,4 +266,6 @@ def predict_file(clf: Classifier, input_path: str, output: str | None, *,
         record = failed[0]
         raise PredictError(f"{reader.where(record.line)}: {record.error}{kept}; fix the row, "
                            "or pass --on-error skip to write an error record for it and go on")
+    if part and input_rows is not None:  # last: this part now holds all its rows
+        record_done(output, shard, done + result.written, input_rows)
     return result

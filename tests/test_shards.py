@@ -128,3 +128,69 @@ def test_a_corrupt_line_in_a_part_is_one_clear_error(clf, tmp_path, capsys, dama
     err = capsys.readouterr().err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert "o.jsonl.part-1-of-2, line 4: not a predict record" in err
+
+
+def _two_parts_of_eight(tiny_flax, tmp_path) -> tuple[Classifier, Path, Path, list[shards.Shard]]:
+    """8 rows, 2 processes, window 4: process 0 owns rows 0-3, process 1 rows 4-7; both run."""
+    clf4 = Classifier.from_pretrained(tiny_flax, window=4)
+    src = tmp_path / "in.txt"
+    src.write_text("".join(t + "\n" for t in texts(8, seed=9)))
+    out = tmp_path / "o.jsonl"
+    parts = [shards.Shard(pid, 2, clf4.window) for pid in (0, 1)]
+    for shard in parts:
+        predict.predict_file(clf4, str(src), shard.part_path(str(out)), shard=shard,
+                             progress=False)
+    return clf4, src, out, parts
+
+
+@pytest.mark.parametrize("damage", ["empty", "missing", "stopped", "no-record",
+                                    "truncated-after-done", "other-input"])
+def test_merge_never_drops_the_rows_of_an_unfinished_part(tiny_flax, tmp_path, capsys, damage):
+    """Regression (issue 9, item 1): an empty or stopped last part merged into 4 rows, exit 0."""
+    clf4, src, out, parts = _two_parts_of_eight(tiny_flax, tmp_path)
+    manifest = shards.write_manifest(str(out), parts[0], str(src))
+    part1 = Path(parts[1].part_path(str(out)))
+    done1 = Path(str(part1) + shards.DONE_SUFFIX)
+    assert json.loads(done1.read_text())["rows"] == 4 and part1.read_bytes().count(b"\n") == 4
+    if damage == "empty":  # process 1 started, then died before its first chunk
+        part1.write_bytes(b"")
+        done1.unlink()
+    elif damage == "missing":
+        part1.unlink()
+        done1.unlink()
+    elif damage == "stopped":  # killed after two of its rows
+        part1.write_bytes(b"".join(part1.read_bytes().splitlines(keepends=True)[:2]))
+        done1.unlink()
+    elif damage == "no-record":  # all rows, but the process never said it finished
+        done1.unlink()
+    elif damage == "truncated-after-done":
+        part1.write_bytes(b"".join(part1.read_bytes().splitlines(keepends=True)[:2]))
+    elif damage == "other-input":  # process 1 read a longer input than process 0
+        src.write_text(src.read_text() + "one more row\n")
+        predict.predict_file(clf4, str(src), str(part1), shard=parts[1], force=True,
+                             progress=False)
+    from flaxsent.cli import main
+    capsys.readouterr()
+    code = main(["predict", "--merge", manifest, "-o", str(tmp_path / "m.jsonl")])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "o.jsonl.part-1-of-2" in err or damage == "other-input", err
+
+
+def test_merge_of_complete_parts_and_a_rerun_withdraws_completion(tiny_flax, tmp_path):
+    clf4, src, out, parts = _two_parts_of_eight(tiny_flax, tmp_path)
+    manifest = shards.write_manifest(str(out), parts[0], str(src))
+    single = tmp_path / "single.jsonl"
+    predict.predict_file(clf4, str(src), str(single), progress=False)
+    assert shards.merge_parts(manifest, str(tmp_path / "m.jsonl")) == 8
+    assert (tmp_path / "m.jsonl").read_bytes() == single.read_bytes()
+    # a rerun of part 1 that stops (a bad row under --on-error fail) no longer claims completion
+    src.write_text("".join(t + "\n" for t in texts(5, seed=9)) + "\udcff\n" * 3,
+                   errors="surrogateescape")
+    part1 = parts[1].part_path(str(out))
+    with pytest.raises(FlaxsentError, match="line 6"):
+        predict.predict_file(clf4, str(src), part1, shard=parts[1], force=True, progress=False)
+    assert not Path(part1 + shards.DONE_SUFFIX).exists()
+    with pytest.raises(FlaxsentError, match="part-1-of-2.*not complete"):
+        shards.merge_parts(manifest, str(tmp_path / "m2.jsonl"))
