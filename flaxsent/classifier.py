@@ -193,8 +193,9 @@ class Classifier:
         start = time.perf_counter()
         collector = OrderedCollector()
         in_flight: collections.deque = collections.deque()
-        encoded = self._encode(iter(texts), truncation, stats, collector)
-        for batch in self.plan.batches(encoded, self.tokenizer.pad_id, self.window):
+        batches = (batch for window in self._encode(iter(texts), truncation, stats, collector)
+                   for batch in self.plan.batches(window, self.tokenizer.pad_id, self.window))
+        for batch in batches:
             in_flight.append((batch, self.engine.run(batch)))
             stats.n_batches += 1
             stats.real_tokens += batch.real_tokens
@@ -216,9 +217,10 @@ class Classifier:
     # ---- internals ----------------------------------------------------------------------
 
     def _encode(self, texts: Iterator[str | None], truncation: bool, stats: RunStats,
-                collector: OrderedCollector) -> Iterator[tuple[int, list[int]]]:
-        """(index, token ids) for every text, tokenized a window at a time (Rust, parallel);
-        None inputs go straight to the collector as placeholders."""
+                collector: OrderedCollector) -> Iterator[list[tuple[int, list[int]]]]:
+        """(index, token ids) of every text, one window of inputs at a time, tokenized together
+        (Rust, parallel). None inputs go straight to the collector as placeholders, and still
+        count in their window: batches are formed per window of inputs, bad rows or not."""
         offset = 0
         while chunk := list(itertools.islice(texts, self.window)):
             real = [i for i, text in enumerate(chunk) if text is not None]
@@ -229,7 +231,7 @@ class Classifier:
                                                        truncation=truncation, offset=offset)
             stats.n_truncated += int((lengths > self.tokenizer.max_length).sum())
             stats.n_inputs += len(chunk)
-            yield from zip((offset + i for i in real), ids, strict=True)
+            yield list(zip((offset + i for i in real), ids, strict=True))
             offset += len(chunk)
 
     @staticmethod

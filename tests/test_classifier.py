@@ -227,6 +227,26 @@ def test_none_inputs_hold_their_place(tiny_flax, tmp_path):
     assert tail[1] is None and tail[0].shape == (2,)
 
 
+def test_batches_are_formed_per_window_of_inputs_bad_rows_included(tiny_flax, tmp_path,
+                                                                    monkeypatch):
+    """Regression (issue 9, item 5): windows counted only the real texts, so a bad row moved
+    later texts into other batches and a merged or resumed run differed from one run."""
+    clf = Classifier.from_pretrained(tiny_flax, cache_dir=tmp_path, window=4)
+    windows = []
+    batch_window = type(clf.plan)._window_batches
+
+    def spy(plan, indices, arrays, pad_id):
+        windows.append(list(indices))
+        return batch_window(plan, indices, arrays, pad_id)
+    monkeypatch.setattr(type(clf.plan), "_window_batches", spy)  # a frozen dataclass
+    texts = _random_texts(11, seed=4)
+    holes = list(texts)
+    holes[1] = holes[6] = None
+    got = list(clf.stream_logits(holes))
+    assert windows == [[0, 2, 3], [4, 5, 7], [8, 9, 10]]
+    np.testing.assert_array_equal(np.stack(got[8:]), clf.logits(texts[8:]))  # as a fresh run
+
+
 def test_a_vocabulary_past_the_embedding_is_refused_at_load(tiny_flax, tmp_path):
     """Ids past the embedding make Flax's lookup return NaN: refuse the pair, not the rows."""
     import shutil
