@@ -69,13 +69,15 @@ class RowFormatter:
         self.uniform = uniform  # fixed-schema outputs (csv, parquet) need every key on every row
         self.row_index = row_index
 
-    def columns(self, extras: list[str], errors_possible: bool) -> list[str]:
-        """The keys of every output record, in order, given the input's other columns."""
-        names = [ROW_FIELD] if self.row_index else []
+    def columns(self, extras: list[str], errors_possible: bool, *, merged: bool = False,
+                ) -> list[str]:
+        """The keys of every output record, in order, given the input's other columns
+        (`merged`: of a csv/parquet output that parts are merged into)."""
+        names = [ROW_FIELD] if self.row_index and not merged else []
         names += [f"input_{key}" if key in PREDICTION_FIELDS else key for key in extras]
         names += ["label", "score"] if self.top_k == 1 else ["labels"]
         names += ["logits"] if self.logits else []
-        names += ["line", "error"] if errors_possible and self.uniform else []
+        names += ["line", "error"] if errors_possible and (self.uniform or merged) else []
         return list(dict.fromkeys(names))
 
     def _extras(self, record: Record, index: int) -> dict[str, Any]:
@@ -101,6 +103,8 @@ class RowFormatter:
         if errors_possible and self.uniform:
             row["line"] = record.line
             row["error"] = ""  # not None: a parquet column must get its type from any chunk
+        elif errors_possible and self.row_index:  # a part: merging into csv needs every line
+            row["line"] = record.line
         return row
 
     def bad(self, record: Record, index: int) -> dict[str, Any]:
@@ -217,8 +221,9 @@ def predict_file(clf: Classifier, input_path: str, output: str | None, *,
     # csv/parquet: the columns follow the input's (csv on --resume: the output's header); a
     # JSONL input says its columns with its first good row
     columns = getattr(writer, "fieldnames", None)
-    if columns is None and reader.fmt != "jsonl":
-        extras = [c for c in reader.columns or [] if c != reader.text_column]
+    extras = None if reader.fmt == "jsonl" else \
+        [c for c in reader.columns or [] if c != reader.text_column]
+    if columns is None and extras is not None:
         columns = formatter.columns(extras, errors_possible)
     chunks = ChunkedOutput(writer, chunk_size, uniform=uniform, columns=columns,
                            hold=fmt == "parquet" or columns is None)
@@ -267,5 +272,9 @@ def predict_file(clf: Classifier, input_path: str, output: str | None, *,
         raise PredictError(f"{reader.where(record.line)}: {record.error}{kept}; fix the row, "
                            "or pass --on-error skip to write an error record for it and go on")
     if part and input_rows is not None:  # last: this part now holds all its rows
-        record_done(output, shard, done + result.written, input_rows)
+        merged = None if extras is None else formatter.columns(extras, errors_possible,
+                                                               merged=True)
+        record_done(output, shard, done + result.written, input_rows,
+                    {"columns": merged, "errors_possible": errors_possible,
+                     "chunk_size": chunk_size})
     return result

@@ -21,12 +21,11 @@ from typing import Any
 
 from .errors import FlaxsentError
 from .readers import STDIO
-from .writers import open_writer, output_format
+from .writers import ChunkedOutput, open_writer, output_format
 
 ROW_FIELD = "_row"
 MANIFEST_SUFFIX = ".manifest.json"
 DONE_SUFFIX = ".done.json"  # beside each part: written last, when the part is complete
-_MERGE_CHUNK = 1024  # records per durable write of the merged output
 
 
 class ShardError(FlaxsentError):
@@ -144,17 +143,22 @@ def withdraw_done(part: str) -> None:
         raise ShardError(f"cannot remove {part + DONE_SUFFIX}: {e.strerror or e}") from None
 
 
-def record_done(part: str, shard: Shard, rows: int, input_rows: int) -> None:
+def record_done(part: str, shard: Shard, rows: int, input_rows: int,
+                layout: dict[str, Any]) -> None:
     """Record that `part` is complete: it holds `rows` records and its process read all
-    `input_rows` rows of the input. Written last, atomically."""
+    `input_rows` rows of the input; `layout` says how a merge lays the records out as one
+    process would (csv/parquet columns, None: from the first chunk; errors_possible;
+    chunk_size). Written last, atomically."""
     _write_json(part + DONE_SUFFIX, {"part": Path(part).name, "process": shard.index,
                                      "num_processes": shard.count, "block": shard.block,
-                                     "rows": rows, "input_rows": input_rows})
+                                     "rows": rows, "input_rows": input_rows,
+                                     "layout": layout})
 
 
-def _completion(path: Path, shard: Shard) -> int:
-    """The input row count a complete part saw, or a ShardError naming the part: not finished,
-    unreadable, from other process options, or holding other than its rows' count."""
+def _completion(path: Path, shard: Shard) -> dict[str, Any]:
+    """A complete part's record (its `input_rows`, its `layout`), or a ShardError naming the
+    part: not finished, unreadable, from other process options, or holding other than its
+    rows' count."""
     done = Path(str(path) + DONE_SUFFIX)
     again = f"run process {shard.index} of {shard.count} (again, with --resume) before merging"
     if not done.is_file():
@@ -164,6 +168,10 @@ def _completion(path: Path, shard: Shard) -> int:
         rows, total = int(info["rows"]), int(info["input_rows"])
         same = (int(info["process"]), int(info["num_processes"]), int(info["block"])) == (
             shard.index, shard.count, shard.block)
+        layout = info["layout"]
+        if not (isinstance(layout["errors_possible"], bool) and int(layout["chunk_size"]) > 0
+                and (layout["columns"] is None or isinstance(layout["columns"], list))):
+            raise ValueError(f"an unusable layout {layout!r}")
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ShardError(f"{str(done)!r} is not a readable completion record ({err}): "
                          f"{again}") from None
@@ -174,7 +182,7 @@ def _completion(path: Path, shard: Shard) -> int:
         raise ShardError(f"part {str(path)!r} records {rows} row(s), but process "
                          f"{shard.index} owns {shard.rows_of(total)} of the {total} input rows: "
                          f"{again}")
-    return total
+    return info
 
 
 def merge_parts(manifest_path: str, output: str | None, *, force: bool = False) -> int:
@@ -198,15 +206,24 @@ def merge_parts(manifest_path: str, output: str | None, *, force: bool = False) 
     for p in paths:
         if not p.is_file():
             raise ShardError(f"part {str(p)!r} listed in {manifest_path!r} does not exist")
-    totals = {i: _completion(p, Shard(i, n, block)) for i, p in enumerate(paths)}
-    total = totals[0]
-    if set(totals.values()) != {total}:
-        seen = ", ".join(f"part {i}: {t}" for i, t in totals.items())
+    done = [_completion(p, Shard(i, n, block)) for i, p in enumerate(paths)]
+    total, layout = int(done[0]["input_rows"]), done[0]["layout"]
+    if any(int(d["input_rows"]) != total for d in done):
+        seen = ", ".join(f"part {i}: {d['input_rows']}" for i, d in enumerate(done))
         raise ShardError(f"the parts saw inputs of different lengths ({seen} rows): the input "
                          "changed between processes; rerun them all with --force")
+    for key in ("columns", "errors_possible"):
+        if any(d["layout"][key] != layout[key] for d in done):
+            raise ShardError(f"the parts were written with different options ({key} differ): "
+                             "they do not belong to one run; rerun them all with --force")
+    fmt = output_format(output)
     files = [open(p, "rb") for p in paths]
-    writer = open_writer(output, output_format(output))
-    chunk: list[dict[str, Any]] = []
+    writer = open_writer(output, fmt)
+    uniform = fmt in ("csv", "parquet")
+    columns = layout["columns"] if uniform else None
+    # as one process: a fixed-column output holds its first chunk for a good row
+    chunks = ChunkedOutput(writer, int(layout["chunk_size"]), uniform=uniform, columns=columns,
+                           hold=fmt == "parquet" or (uniform and columns is None))
     lines = [0] * n  # lines read from each part
     i = 0
     try:
@@ -232,16 +249,19 @@ def merge_parts(manifest_path: str, output: str | None, *, force: bool = False) 
             if row.pop(ROW_FIELD, None) != i:
                 raise ShardError(f"part {str(paths[part])!r}: expected row {i} next; the "
                                  "parts do not belong to one run")
-            chunk.append(row)
-            if len(chunk) >= _MERGE_CHUNK:
-                writer.write_chunk(chunk)
-                chunk = []
+            good = "error" not in row
+            if layout["errors_possible"] and good:  # a part's good row carries its line
+                if uniform:
+                    row["error"] = ""
+                else:
+                    row.pop("line", None)  # a JSONL output's good records have none
+            chunks.add(row, typed=good)
             i += 1
         extra = [str(paths[j]) for j in range(n) if files[j].readline()]
         if extra:
             raise ShardError(f"{', '.join(extra)} go(es) on past the {total} input rows: the "
                              "parts do not belong to one run")
-        writer.write_chunk(chunk)
+        chunks.flush()
     finally:
         writer.close()
         for f in files:

@@ -194,3 +194,31 @@ def test_merge_of_complete_parts_and_a_rerun_withdraws_completion(tiny_flax, tmp
     assert not Path(part1 + shards.DONE_SUFFIX).exists()
     with pytest.raises(FlaxsentError, match="part-1-of-2.*not complete"):
         shards.merge_parts(manifest, str(tmp_path / "m2.jsonl"))
+
+
+@pytest.mark.parametrize("fmt_in", ["csv", "jsonl", "txt"])
+@pytest.mark.parametrize("fmt_out", ["jsonl", "csv", "parquet"])
+@pytest.mark.parametrize("on_error", ["skip", "fail"])
+def test_merge_is_byte_identical_to_one_process_in_every_format(tiny_flax, tmp_path, fmt_in,
+                                                                 fmt_out, on_error):
+    """Regression (issue 9, item 5): merging parts with error records into csv or parquet
+    failed; every output format now merges to exactly the single-process file."""
+    clf4 = Classifier.from_pretrained(tiny_flax, window=4)
+    src = tmp_path / f"in.{fmt_in}"
+    write_input(src, [{"id": f"r{i}", "text": t} for i, t in enumerate(texts(23, seed=15))])
+    if on_error == "skip":  # a first chunk of bad rows, and bad rows in both parts
+        lines = src.read_bytes().splitlines(keepends=True)
+        first = 1 if fmt_in == "csv" else 0  # the header
+        for i in (0, 1, 2, 5, 13, 22):
+            lines[first + i] = b"\xff\xfe not UTF-8\n"
+        src.write_bytes(b"".join(lines))
+    options = {"on_error": on_error, "chunk_size": 3, "logits": True, "progress": False}
+    single = tmp_path / f"single.{fmt_out}"
+    predict.predict_file(clf4, str(src), str(single), **options)
+    out = tmp_path / f"o.{fmt_out}"
+    parts = [shards.Shard(pid, 2, clf4.window) for pid in (0, 1)]
+    for shard in parts:
+        predict.predict_file(clf4, str(src), shard.part_path(str(out)), shard=shard, **options)
+    manifest = shards.write_manifest(str(out), parts[0], str(src))
+    assert shards.merge_parts(manifest, str(out)) == 23
+    assert out.read_bytes() == single.read_bytes()
