@@ -101,6 +101,7 @@ class Classifier:
             raise FlaxsentError(str(e)) from None
         self._window = window
         self.last_run = RunStats()
+        self.source: Path | None = None  # the folder from_pretrained loaded, when it did
 
     @classmethod
     def from_pretrained(cls, path_or_hub_id: str | Path, *, dtype: str = "float32",
@@ -121,7 +122,9 @@ class Classifier:
             tokenizer = TextTokenizer.from_folder(folder)
         except FileNotFoundError as e:
             raise FlaxsentError(str(e)) from None
-        return cls(model, tokenizer, **options)
+        clf = cls(model, tokenizer, **options)
+        clf.source = folder
+        return clf
 
     # ---- public calls -------------------------------------------------------------------
 

@@ -58,7 +58,8 @@ def _add_predict(sub: Any) -> None:
                    help="a bad row stops the run (fail, default) or gets an error record (skip)")
     p.add_argument("--resume", action="store_true",
                    help="continue a killed run: keep OUTPUT's complete records up to the last "
-                        "whole classifier window, append the rest")
+                        "whole classifier window, append the rest; refused when the input, "
+                        "model or options differ from those OUTPUT.run.json recorded")
     p.add_argument("--force", action="store_true", help="overwrite an existing OUTPUT")
     _classifier_arguments(p)
     p.add_argument("--chunk-size", type=int, default=1024,

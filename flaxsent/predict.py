@@ -14,10 +14,13 @@ from __future__ import annotations
 import collections
 import ctypes
 import dataclasses
+import hashlib
+import json
 import os
 import platform
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import FlaxsentError, NonFiniteLogitsError
@@ -38,6 +41,7 @@ if TYPE_CHECKING:
     from .classifier import Classifier
 
 PREDICTION_FIELDS = ("label", "score", "labels", "logits", "line", "error", ROW_FIELD)
+RUN_SUFFIX = ".run.json"  # beside an output: what the run that writes it depends on
 _M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
 _MMAP_THRESHOLD = 128 * 1024  # glibc's own initial value, then held fixed
 
@@ -160,6 +164,60 @@ def _check_options(output: str | None, *, resume: bool, force: bool, on_error: s
         raise PredictError(f"output {output!r} is a directory, not a file")
 
 
+def run_identity(clf: Classifier, input_path: str, *, text_column: str | None,
+                 input_fmt: str | None, top_k: int | None, logits: bool, on_error: str,
+                 shard: Shard) -> dict[str, Any]:
+    """What an output's records depend on: the input file, the model, and every option that
+    changes a record or a batch (--chunk-size does neither: it is only the write size)."""
+    import jax.numpy as jnp
+
+    from . import fingerprint
+    if clf.source is not None:
+        model = fingerprint.model_identity(clf.source)
+    else:  # built in memory: its config is what can be told
+        config = json.dumps(clf.config.to_hf_dict(), sort_keys=True, default=str).encode()
+        model = {"config_sha256": hashlib.sha256(config).hexdigest()}
+    dtype = clf.model.embeddings.word_embeddings.dtype
+    return {
+        "input": fingerprint.file_identity(input_path) if input_path != STDIO
+        and os.path.isfile(input_path) else {"path": input_path},
+        "model": model,
+        "dtype": jnp.dtype(dtype).name if dtype is not None else "float32",
+        "max_length": clf.tokenizer.max_length, "precision": clf.engine.precision,
+        "platform": clf.engine.devices[0].platform, "window": clf.window,
+        "batch_shapes": " ".join("x".join(map(str, shape)) for shape in clf.shapes()),
+        "text_column": text_column, "input_format": input_fmt, "top_k": top_k,
+        "logits": logits, "on_error": on_error, "shard": [shard.index, shard.count, shard.block],
+    }
+
+
+def _check_or_record_run(output: str, identity: dict[str, Any], resume: bool) -> None:
+    """On --resume into an existing output, refuse a run that differs from the recorded one
+    (saying what differs); otherwise record this run beside the output."""
+    from . import fingerprint
+    record = output + RUN_SUFFIX
+    if resume and os.path.exists(output):
+        try:
+            recorded = json.loads(Path(record).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise PredictError(f"--resume: no {record} records the run that wrote {output}, so "
+                               "it cannot be continued safely: start afresh with --force") \
+                from None
+        except (OSError, ValueError) as err:
+            raise PredictError(f"--resume: {record} is unreadable ({err}): start afresh with "
+                               "--force") from None
+        diff = fingerprint.differences(recorded, json.loads(json.dumps(identity)))
+        if diff:
+            raise PredictError(f"--resume: {output} was written by another run ("
+                               f"{'; '.join(diff)}): rerun with the same input, model and "
+                               "options, or start afresh with --force")
+        return
+    try:
+        fingerprint.write_record(record, identity)
+    except OSError as e:
+        raise WriteError(f"cannot write {record}: {e.strerror or e}") from None
+
+
 def _lost(what: str) -> RuntimeError:
     return RuntimeError(f"internal error: {what}; the output is incomplete, please report this")
 
@@ -180,6 +238,13 @@ def predict_file(clf: Classifier, input_path: str, output: str | None, *,
     unmap_freed_blocks()  # or peak memory grows with the file
     fmt = output_format(output) if shard.count == 1 else "jsonl"
     part = shard.count > 1 and output not in (None, STDIO)
+    if resume and fmt == "parquet":
+        raise PredictError(f"cannot resume into {output!r}: parquet output cannot be appended "
+                           "to; write JSONL or CSV to resume a run")
+    if output not in (None, STDIO):  # before the output is touched (trimmed, appended to)
+        _check_or_record_run(output, run_identity(
+            clf, input_path, text_column=text_column, input_fmt=input_fmt, top_k=top_k,
+            logits=logits, on_error=on_error, shard=shard), resume)
     if part:  # an earlier run's completion no longer holds once the part is written again
         withdraw_done(output)
     # restart at a window boundary: the resumed run then forms the uninterrupted run's batches

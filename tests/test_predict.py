@@ -10,6 +10,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -267,6 +268,7 @@ def test_resume_csv_and_refuse_parquet(clf, tiny_flax, tmp_path):
     lines = full.read_bytes().splitlines(keepends=True)
     # header + 25 rows + a torn row: the resume restarts at the window boundary, row 20
     part.write_bytes(b"".join(lines[:26]) + lines[26][:5])
+    shutil.copy(f"{full}{predict.RUN_SUFFIX}", f"{part}{predict.RUN_SUFFIX}")  # the same run
     result = predict.predict_file(clf, str(src), str(part), resume=True, chunk_size=7,
                                   progress=False)
     assert result.resumed_from == 20 and result.written == 30
@@ -413,3 +415,89 @@ def test_a_full_disk_is_one_line_and_resume_continues(tiny_flax, tmp_path):
     _, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err.decode()
     assert cut.read_bytes() == full.read_bytes()
+
+
+def _stopped_run(tiny_flax, tmp_path) -> tuple[Path, Path, Path, bytes]:
+    """A model folder, a JSONL input of 20 rows, and its output as a run killed after 9 rows
+    leaves it (the run's record beside it); returns (model, input, output, reference)."""
+    model = tmp_path / "model"
+    shutil.copytree(tiny_flax, model)
+    src = tmp_path / "in.jsonl"
+    write_input(src, [{"id": i, "text": t} for i, t in enumerate(texts(20, seed=16))])
+    out = tmp_path / "out.jsonl"
+    clf4 = Classifier.from_pretrained(model, window=4)
+    predict.predict_file(clf4, str(src), str(out), chunk_size=4, progress=False)
+    reference = out.read_bytes()
+    out.write_bytes(b"".join(reference.splitlines(keepends=True)[:9]))
+    return model, src, out, reference
+
+
+@pytest.mark.parametrize("change, what", [
+    ("input longer", "input (head_sha256, mtime_ns, size changed)"),
+    ("input edited", "input (head_sha256, mtime_ns changed)"),
+    ("model", "model (config_sha256, path changed)"),
+    ("weights", "model (weights changed)"),
+    ("top_k", "top_k: 1 -> None"),
+    ("logits", "logits: False -> True"),
+    ("max_length", "max_length: 64 -> 16"),
+    ("dtype", "dtype: 'float32' -> 'bfloat16'"),
+    ("text_column", "text_column: None -> 'id'"),
+    ("input_format", "input_format: None -> 'jsonl'"),
+    ("on_error", "on_error: 'fail' -> 'skip'"),
+    ("window", "window: 4 -> 8"),
+])
+def test_resume_refuses_to_continue_another_run(tiny_flax, tmp_path, change, what):
+    """Regression (issue 9, item 2): --resume mixed another input, model or options into one
+    output without a word."""
+    model, src, out, _ = _stopped_run(tiny_flax, tmp_path)
+    load: dict = {"window": 4}
+    options: dict = {}
+    if change == "input longer":
+        src.write_text(src.read_text() + json.dumps({"id": 20, "text": "and more"}) + "\n")
+    elif change == "input edited":
+        src.write_text(src.read_text().replace('"id": 0', '"id": 9'))
+    elif change == "model":  # another model: its own folder and labels
+        other = tmp_path / "other"
+        shutil.copytree(model, other)
+        config = json.loads((other / "config.json").read_text())
+        config["id2label"] = {"0": "BAD", "1": "GOOD"}
+        config["label2id"] = {"BAD": 0, "GOOD": 1}
+        (other / "config.json").write_text(json.dumps(config))
+        model = other
+    elif change == "weights":  # the weights replaced in place
+        weights = next(model.glob("*.safetensors"))
+        os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    elif change in ("max_length", "dtype", "window"):
+        load[change] = {"max_length": 16, "dtype": "bfloat16", "window": 8}[change]
+    else:
+        options = {"top_k": {"top_k": None}, "logits": {"logits": True},
+                   "text_column": {"text_column": "id"}, "input_format": {"input_fmt": "jsonl"},
+                   "on_error": {"on_error": "skip"}}[change]
+    before = out.read_bytes()
+    clf = Classifier.from_pretrained(model, **load)
+    with pytest.raises(FlaxsentError, match="--resume: .*out.jsonl was written by another run") \
+            as caught:
+        predict.predict_file(clf, str(src), str(out), resume=True, progress=False, **options)
+    assert what in str(caught.value) and "--force" in str(caught.value)
+    assert out.read_bytes() == before  # untouched: not even trimmed
+
+
+def test_resume_of_the_same_run_goes_on_and_a_missing_record_is_refused(tiny_flax, tmp_path,
+                                                                        capsys):
+    model, src, out, reference = _stopped_run(tiny_flax, tmp_path)
+    clf4 = Classifier.from_pretrained(model, window=4)
+    # the chunk size is only the write size: another one continues the same run
+    result = predict.predict_file(clf4, str(src), str(out), resume=True, chunk_size=3,
+                                  progress=False)
+    assert result.resumed_from == 8 and out.read_bytes() == reference
+    Path(f"{out}{predict.RUN_SUFFIX}").unlink()
+    with pytest.raises(FlaxsentError, match="no .*out.jsonl.run.json records the run"):
+        predict.predict_file(clf4, str(src), str(out), resume=True, progress=False)
+    # on the command line: one line, exit 2
+    predict.predict_file(clf4, str(src), str(out), force=True, progress=False)
+    from flaxsent.cli import main
+    capsys.readouterr()
+    assert main(["predict", "--model", str(model), str(src), "-o", str(out), "--resume",
+                 "--no-progress"]) == 2  # the CLI's window is not 4
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "window: 4 -> 4096" in err, err
