@@ -61,6 +61,11 @@ def _add_predict(sub: Any) -> None:
                         "whole classifier window, append the rest; refused when the input, "
                         "model or options differ from those OUTPUT.run.json recorded")
     p.add_argument("--force", action="store_true", help="overwrite an existing OUTPUT")
+    p.add_argument("--csv-safe", action=argparse.BooleanOptionalAction, default=True,
+                   help="CSV output: a text cell starting with =, +, -, @, tab or CR (a "
+                        "spreadsheet would run it as a formula) gets a leading ' so it shows "
+                        "as text; plain numbers such as -0.5 stay (default: on; "
+                        "--no-csv-safe writes cells verbatim)")
     _classifier_arguments(p)
     p.add_argument("--chunk-size", type=int, default=1024,
                    help="records per durable output write (default 1024)")

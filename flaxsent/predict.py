@@ -166,7 +166,7 @@ def _check_options(output: str | None, *, resume: bool, force: bool, on_error: s
 
 def run_identity(clf: Classifier, input_path: str, *, text_column: str | None,
                  input_fmt: str | None, top_k: int | None, logits: bool, on_error: str,
-                 shard: Shard) -> dict[str, Any]:
+                 shard: Shard, csv_safe: bool | None = None) -> dict[str, Any]:
     """What an output's records depend on: the input file, the model, and every option that
     changes a record or a batch (--chunk-size does neither: it is only the write size)."""
     import jax.numpy as jnp
@@ -188,6 +188,7 @@ def run_identity(clf: Classifier, input_path: str, *, text_column: str | None,
         "batch_shapes": " ".join("x".join(map(str, shape)) for shape in clf.shapes()),
         "text_column": text_column, "input_format": input_fmt, "top_k": top_k,
         "logits": logits, "on_error": on_error, "shard": [shard.index, shard.count, shard.block],
+        "csv_safe": csv_safe,  # None: not a csv output
     }
 
 
@@ -226,9 +227,10 @@ def predict_file(clf: Classifier, input_path: str, output: str | None, *,
                  text_column: str | None = None, input_fmt: str | None = None,
                  top_k: int | None = 1, logits: bool = False, resume: bool = False,
                  force: bool = False, on_error: str = "fail", chunk_size: int = 1024,
-                 progress: bool = True, shard: Shard | None = None) -> PredictResult:
+                 progress: bool = True, shard: Shard | None = None,
+                 csv_safe: bool = True) -> PredictResult:
     """Predict every row of `input_path` (or of `shard`'s rows) into `output` (None: stdout),
-    streamed, in durable chunks of `chunk_size` records."""
+    streamed, in durable chunks of `chunk_size` records (`csv_safe`: see `CsvWriter`)."""
     shard = shard or Shard(0, 1, clf.window)
     if shard.block % clf.window:
         raise PredictError(f"shard blocks of {shard.block} rows are not whole classifier "
@@ -244,7 +246,8 @@ def predict_file(clf: Classifier, input_path: str, output: str | None, *,
     if output not in (None, STDIO):  # before the output is touched (trimmed, appended to)
         _check_or_record_run(output, run_identity(
             clf, input_path, text_column=text_column, input_fmt=input_fmt, top_k=top_k,
-            logits=logits, on_error=on_error, shard=shard), resume)
+            logits=logits, on_error=on_error, shard=shard,
+            csv_safe=csv_safe if fmt == "csv" else None), resume)
     if part:  # an earlier run's completion no longer holds once the part is written again
         withdraw_done(output)
     # restart at a window boundary: the resumed run then forms the uninterrupted run's batches
@@ -280,7 +283,7 @@ def predict_file(clf: Classifier, input_path: str, output: str | None, *,
             yield record.text
         input_rows = index
 
-    writer = open_writer(output, fmt, append=resume and done > 0)
+    writer = open_writer(output, fmt, append=resume and done > 0, csv_safe=csv_safe)
     result = PredictResult(resumed_from=done, output=output)
     bar = _progress(total, progress)
     # csv/parquet: the columns follow the input's (csv on --resume: the output's header); a

@@ -185,7 +185,8 @@ def _completion(path: Path, shard: Shard) -> dict[str, Any]:
     return info
 
 
-def merge_parts(manifest_path: str, output: str | None, *, force: bool = False) -> int:
+def merge_parts(manifest_path: str, output: str | None, *, force: bool = False,
+                csv_safe: bool = True) -> int:
     """Join the parts a manifest lists into `output` in input order, dropping `_row`; returns
     the number of records. Refuses unless every part is recorded complete and the parts hold
     every input row 0..N-1 exactly once, interleaved as dealt (row i in part (i // block) % N)."""
@@ -218,7 +219,7 @@ def merge_parts(manifest_path: str, output: str | None, *, force: bool = False) 
                              "they do not belong to one run; rerun them all with --force")
     fmt = output_format(output)
     files = [open(p, "rb") for p in paths]
-    writer = open_writer(output, fmt)
+    writer = open_writer(output, fmt, csv_safe=csv_safe)
     uniform = fmt in ("csv", "parquet")
     columns = layout["columns"] if uniform else None
     # as one process: a fixed-column output holds its first chunk for a good row

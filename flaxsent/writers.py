@@ -14,6 +14,7 @@ import io
 import json
 import math
 import os
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -80,6 +81,19 @@ def to_json(row: Any) -> str:
     except ValueError:
         return json.dumps(_finite(row), ensure_ascii=False, allow_nan=False,
                           default=_json_default)
+
+
+# OWASP's CSV injection list: a cell starting so may run as a formula in a spreadsheet
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")  # -0.5, +3, -1e-5
+
+
+def neutralise_formula(cell: str) -> str:
+    """`cell` with a leading `'` when a spreadsheet would take it for a formula (it starts with
+    =, +, -, @, tab or CR), so it shows as text (OWASP); plain numbers such as -0.5 stay."""
+    if cell.startswith(_FORMULA_START) and not _NUMBER.fullmatch(cell):
+        return "'" + cell
+    return cell
 
 
 def _csv_cell(value: Any) -> Any:
@@ -178,23 +192,31 @@ class JsonlWriter(_StreamWriter):
 
 class CsvWriter(_StreamWriter):
     """A header row from the first chunk's keys (kept from the file when appending), then rows;
-    nested values (top-k lists) as JSON strings in one cell."""
+    nested values (top-k lists) as JSON strings in one cell. With `safe` (the default), a text
+    cell a spreadsheet would run as a formula gets a leading `'` (`neutralise_formula`)."""
 
     fmt = "csv"
 
-    def __init__(self, path: str | None, append: bool) -> None:
+    def __init__(self, path: str | None, append: bool, safe: bool = True) -> None:
         self.fieldnames: list[str] | None = None
+        self.safe = safe
+        self._row = io.StringIO()
+        self._row_writer = csv.writer(self._row, lineterminator="\r\n")  # quotes a CR cell too
         if append and path not in (None, STDIO) and os.path.exists(path):
-            self.fieldnames = _csv_header(path)
+            self.fieldnames = _csv_header(path, safe)
         super().__init__(path, append)
 
+    def _cells(self, values: list[Any]) -> list[Any]:
+        if not self.safe:
+            return values
+        return [neutralise_formula(v) if isinstance(v, str) else v for v in values]
+
     def _write(self, rows: list[dict[str, Any]]) -> None:
-        buf = io.StringIO()
-        out = csv.writer(buf, lineterminator="\n")
+        lines = []
         if self.fieldnames is None:
             names = dict.fromkeys(k for row in rows for k in row)
             self.fieldnames = list(names)
-            out.writerow(self.fieldnames)
+            lines.append(self._line(self.fieldnames))
         known = set(self.fieldnames)
         for row in rows:
             unknown = [k for k in row if k not in known]
@@ -202,17 +224,30 @@ class CsvWriter(_StreamWriter):
                 raise RecordsError(
                     f"{self.path or 'stdout'}: row has column(s) {unknown} that are not in the "
                     f"CSV header {self.fieldnames}; write JSONL for rows of varying shape")
-            out.writerow([_csv_cell(row.get(k)) for k in self.fieldnames])
-        self._emit(buf.getvalue())
+            lines.append(self._line([_csv_cell(row.get(k)) for k in self.fieldnames]))
+        self._emit("".join(lines))
+
+    def _line(self, values: list[Any]) -> str:
+        """One CSV row ending in LF, a cell holding a bare CR quoted: with "\\n" as its line
+        terminator, the csv module leaves such a cell bare, and readers split the row there."""
+        self._row.seek(0)
+        self._row.truncate()
+        self._row_writer.writerow(self._cells(values))
+        return self._row.getvalue()[:-2] + "\n"
 
 
-def _csv_header(path: str) -> list[str] | None:
-    """The header of an existing CSV output, or None when it has no complete header line."""
+def _csv_header(path: str, safe: bool) -> list[str] | None:
+    """The header of an existing CSV output (its names as written before `safe` neutralised
+    them), or None when it has no complete header line."""
     with open(path, "rb") as f:
         first = f.readline()
     if not first.endswith(b"\n"):
         return None
-    return next(csv.reader([first.decode("utf-8")]))
+    names = next(csv.reader([first.decode("utf-8")]))
+    if safe:
+        names = [n[1:] if n.startswith("'") and neutralise_formula(n[1:]) == n else n
+                 for n in names]
+    return names
 
 
 class ParquetWriter(RecordWriter):
@@ -302,9 +337,11 @@ class ChunkedOutput:
         return len(rows)
 
 
-def open_writer(path: str | None, fmt: str | None = None, append: bool = False) -> RecordWriter:
+def open_writer(path: str | None, fmt: str | None = None, append: bool = False, *,
+                csv_safe: bool = True) -> RecordWriter:
     """A writer for `path` (stdout JSONL for None or `-`); `append` continues an existing JSONL/CSV
-    output after `trim_for_resume` has trimmed it (parquet refuses it)."""
+    output after `trim_for_resume` has trimmed it (parquet refuses it); `csv_safe`: CSV cells
+    that would run as spreadsheet formulas get a leading `'`."""
     kind = output_format(path, fmt)
     if kind == "parquet":
         if path is None or path == STDIO:
@@ -318,7 +355,7 @@ def open_writer(path: str | None, fmt: str | None = None, append: bool = False) 
         parent = Path(path).parent
         if not parent.is_dir():
             raise RecordsError(f"cannot write {path!r}: folder {str(parent)!r} does not exist")
-    return JsonlWriter(path, append) if kind == "jsonl" else CsvWriter(path, append)
+    return JsonlWriter(path, append) if kind == "jsonl" else CsvWriter(path, append, csv_safe)
 
 
 # --------------------------------------------------------------------------------------- resume

@@ -501,3 +501,16 @@ def test_resume_of_the_same_run_goes_on_and_a_missing_record_is_refused(tiny_fla
                  "--no-progress"]) == 2  # the CLI's window is not 4
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "window: 4 -> 4096" in err, err
+
+
+def test_csv_output_neutralises_formulas_unless_told_not_to(tiny_flax, tmp_path):
+    """Regression (issue 9, item 11): a carried-through `=...` cell reached the CSV verbatim."""
+    src = tmp_path / "in.csv"
+    write_input(src, [{"id": "=HYPERLINK(\"http://evil\")", "text": "good fun"},
+                      {"id": "-3", "text": "bad film"}, {"id": "@x", "text": "fine"}])
+    for flag, want in (([], ["'=HYPERLINK(\"http://evil\")", "-3", "'@x"]),
+                       (["--no-csv-safe"], ["=HYPERLINK(\"http://evil\")", "-3", "@x"])):
+        out = tmp_path / f"out{len(flag)}.csv"
+        assert cli(["--model", str(tiny_flax), str(src), "-o", str(out), "--no-progress",
+                    *flag]) == 0
+        assert [r["id"] for r in read_output(out)] == want
