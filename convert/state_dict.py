@@ -24,6 +24,7 @@ Params = dict[str, np.ndarray]  # '/'-joined Flax path -> array
 # Buffers some checkpoints carry that are not parameters.
 _IGNORED_BUFFERS = ("distilbert.embeddings.position_ids",)
 DTYPES = ("float32", "bfloat16")
+_FLOATS = ("float32", "float16", "bfloat16", "float64")  # what a checkpoint may store
 
 
 def check_keys(expected: set[str], got: set[str], what: str) -> None:
@@ -87,6 +88,10 @@ def torch_to_flax_params(state: dict[str, np.ndarray], cfg: DistilBertConfig, *,
         if tuple(array.shape) != entry.torch_shape:
             raise CheckpointError(f"tensor '{entry.torch_key}' has shape {tuple(array.shape)}, "
                                   f"expected {entry.torch_shape} from config.json")
+        if array.dtype.name not in _FLOATS:  # a cast would silently make a different model
+            raise CheckpointError(f"tensor '{entry.torch_key}' has dtype {array.dtype.name}, "
+                                  f"not a floating dtype ({', '.join(_FLOATS)}): quantized or "
+                                  "otherwise stored weights cannot be converted")
         if array.dtype != target:
             # float32 first: a float16 source cast straight to bfloat16 would round twice.
             array = array.astype(np.float32).astype(target)

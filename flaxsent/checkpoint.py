@@ -7,13 +7,10 @@ imports this module), so `load_model` takes either kind of folder.
 from __future__ import annotations
 
 import contextlib
-import json
-import math
 import os
 import re
+import secrets
 import shutil
-import struct
-import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -26,6 +23,7 @@ from flaxsent.convert.state_dict import Params, check_keys, torch_to_flax_params
 from .config import DistilBertConfig
 from .errors import CheckpointError
 from .model import DistilBertForSequenceClassification
+from .safetensors_reader import read_safetensors, read_sharded
 
 FLAX_WEIGHTS = "flax_model.safetensors"
 TORCH_SAFETENSORS = "model.safetensors"
@@ -130,47 +128,6 @@ def params_of(model: DistilBertForSequenceClassification) -> Params:
     return {_path_str(p): np.asarray(v[...]) for p, v in nnx.to_flat_state(state)}
 
 
-_SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
-                       "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8",
-                       "U8": "uint8", "BOOL": "bool"}
-
-
-def read_safetensors(path: Path) -> dict[str, np.ndarray]:
-    """All tensors of a safetensors file as numpy arrays (no torch), errors naming the file.
-
-    Read tensor by tensor with plain reads rather than through a memory map: mapped pages count
-    in the process's resident memory, which would double its peak while a model loads.
-    """
-    try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            (header_len,) = struct.unpack("<Q", f.read(8))
-            if header_len > size - 8:
-                raise ValueError(f"header of {header_len} bytes in a {size}-byte file")
-            header = json.loads(f.read(header_len))
-            if not isinstance(header, dict):
-                raise ValueError("header is not a JSON object")
-            tensors = {}
-            for name, info in header.items():
-                if name == "__metadata__":
-                    continue
-                dtype = np.dtype(_SAFETENSORS_DTYPES[info["dtype"]]) \
-                    if info["dtype"] != "BF16" else np.dtype(jnp.bfloat16)
-                shape = tuple(int(d) for d in info["shape"])
-                start, end = (int(o) for o in info["data_offsets"])
-                count = math.prod(shape)
-                if end - start != count * dtype.itemsize or 8 + header_len + end > size:
-                    raise ValueError(f"tensor '{name}' lies outside the file")
-                f.seek(8 + header_len + start)
-                tensors[name] = np.fromfile(f, dtype=dtype, count=count).reshape(shape)
-            return tensors
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no such file") from None
-    except (OSError, ValueError, KeyError, TypeError, struct.error) as e:
-        raise CheckpointError(f"{path}: not a readable safetensors file "
-                              f"(truncated or corrupt? {e})") from None
-
-
 def read_torch_state_dict(folder: Path) -> dict[str, np.ndarray]:
     """An HF folder's tensors as numpy: safetensors without torch, .bin with weights_only."""
     single = folder / TORCH_SAFETENSORS
@@ -178,23 +135,12 @@ def read_torch_state_dict(folder: Path) -> dict[str, np.ndarray]:
         return read_safetensors(single)
     index = folder / TORCH_SAFETENSORS_INDEX
     if index.is_file():
-        return _read_sharded(folder, index)
+        return read_sharded(folder, index)
     binary = folder / TORCH_BIN
     if binary.is_file():
         return _read_torch_bin(binary)
     raise CheckpointError(f"{folder}: no weights found (looked for {TORCH_SAFETENSORS}, "
                           f"{TORCH_BIN})")
-
-
-def _read_sharded(folder: Path, index: Path) -> dict[str, np.ndarray]:
-    try:
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-    except (OSError, ValueError, KeyError, AttributeError) as e:
-        raise CheckpointError(f"{index}: not a valid safetensors index ({e})") from None
-    state: dict[str, np.ndarray] = {}
-    for shard in shards:
-        state.update(read_safetensors(folder / shard))
-    return state
 
 
 def _read_torch_bin(path: Path) -> dict[str, np.ndarray]:
@@ -220,7 +166,12 @@ def _read_torch_bin(path: Path) -> dict[str, np.ndarray]:
             import ml_dtypes
             out[key] = tensor.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
         else:
-            out[key] = tensor.numpy()
+            try:
+                out[key] = tensor.numpy()
+            except TypeError:  # float8 and other dtypes numpy does not have
+                raise CheckpointError(f"{path}: entry '{key}' has dtype {tensor.dtype}, which "
+                                      "flaxsent cannot read: save the checkpoint in float32, "
+                                      "float16 or bfloat16") from None
     return out
 
 
@@ -262,18 +213,49 @@ def load_model(path: str | os.PathLike, *, dtype=None, param_dtype=None,
                              consume=True)
 
 
-@contextlib.contextmanager
-def atomic_output_dir(dst: str | os.PathLike, force: bool = False) -> Iterator[Path]:
-    """Yield a temporary folder beside `dst` that becomes `dst` only if the block succeeds."""
-    dst = Path(dst).expanduser()
-    if dst.exists() and not force:
-        raise CheckpointError(f"{dst}: already exists (pass --force to overwrite it)")
-    if dst.exists() and not dst.is_dir():
+def _check_replaceable(dst: Path, source: Path | None) -> None:
+    """Refuse to replace `dst` unless it is an empty folder or a checkpoint folder that is not
+    `source` and does not hold it: --force must never delete anything else."""
+    if dst.is_symlink() or not dst.is_dir():
         raise CheckpointError(f"{dst}: exists and is not a folder")
-    parent = dst.parent
+    if source is not None:
+        src, target = source.resolve(), dst.resolve()
+        if target == src or target in src.parents:
+            raise CheckpointError(f"{dst}: is the source folder or holds it; --force will not "
+                                  "replace it: choose another output folder")
+    is_checkpoint = (dst / CONFIG).is_file() and any(
+        (dst / name).is_file()
+        for name in (FLAX_WEIGHTS, TORCH_SAFETENSORS, TORCH_SAFETENSORS_INDEX, TORCH_BIN))
+    if not is_checkpoint and any(dst.iterdir()):
+        raise CheckpointError(f"{dst}: neither empty nor a checkpoint folder (no {CONFIG} with "
+                              "weights); --force only replaces those: choose another output "
+                              "folder or empty this one yourself")
+
+
+def _sibling(dst: Path, kind: str) -> Path:
+    """A fresh hidden name beside `dst`, e.g. `.model.tmp-1f2e...`."""
+    return dst.parent / f".{dst.name}.{kind}-{secrets.token_hex(8)}"
+
+
+@contextlib.contextmanager
+def atomic_output_dir(dst: str | os.PathLike, force: bool = False, *,
+                      source: Path | None = None) -> Iterator[Path]:
+    """Yield a temporary folder beside `dst` that becomes `dst` only if the block succeeds.
+
+    `force` replaces an existing `dst` only when it is an empty folder or a checkpoint folder,
+    never `source` or a folder that holds it; if the swap fails the old folder comes back. The
+    new folder gets the permissions any new folder gets (the umask's), not a temp folder's 0700.
+    """
+    dst = Path(dst).expanduser()
+    replacing = dst.exists() or dst.is_symlink()
+    if replacing and not force:
+        raise CheckpointError(f"{dst}: already exists (pass --force to overwrite it)")
+    if replacing:
+        _check_replaceable(dst, source)
+    tmp = _sibling(dst, "tmp")
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.tmp-", dir=parent))
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp.mkdir()
     except OSError as e:
         raise CheckpointError(f"{dst}: cannot write here ({e.strerror or e})") from None
     try:
@@ -282,13 +264,17 @@ def atomic_output_dir(dst: str | os.PathLike, force: bool = False) -> Iterator[P
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     try:
-        if dst.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old-", dir=parent))
-            dst.rename(old / dst.name)
-            tmp.rename(dst)
+        if replacing:
+            old = _sibling(dst, "old")
+            os.rename(dst, old)
+            try:
+                os.rename(tmp, dst)
+            except OSError:
+                os.rename(old, dst)
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
-            tmp.rename(dst)
+            os.rename(tmp, dst)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise CheckpointError(f"{dst}: cannot write here ({e.strerror or e})") from None

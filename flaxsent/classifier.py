@@ -17,7 +17,7 @@ import numpy as np
 
 from . import checkpoint as ckpt
 from .engine import Engine, PmapEngine, enable_compilation_cache
-from .errors import FlaxsentError
+from .errors import FlaxsentError, NonFiniteLogitsError
 from .model import DistilBertForSequenceClassification
 from .plan import (
     DEFAULT_MAX_BATCH_SIZE,
@@ -63,6 +63,11 @@ class Classifier:
                  precision: str | None = None, backend: str = "mesh", window: int = 4096,
                  pack_length: int | None = DEFAULT_PACK_LENGTH):
         cfg = model.config
+        if tokenizer.vocab_size > cfg.vocab_size:  # Flax's lookup gives NaN past the table
+            raise FlaxsentError(
+                f"the tokenizer has ids up to {tokenizer.vocab_size - 1} but the model's "
+                f"embedding has {cfg.vocab_size} rows (vocab_size in config.json): texts with "
+                "those tokens would get NaN scores; use the tokenizer the model was trained with")
         limit = min(tokenizer.model_max_length, cfg.max_position_embeddings)
         if max_length is None:
             max_length = limit
@@ -96,6 +101,7 @@ class Classifier:
             raise FlaxsentError(str(e)) from None
         self._window = window
         self.last_run = RunStats()
+        self.source: Path | None = None  # the folder from_pretrained loaded, when it did
 
     @classmethod
     def from_pretrained(cls, path_or_hub_id: str | Path, *, dtype: str = "float32",
@@ -116,7 +122,9 @@ class Classifier:
             tokenizer = TextTokenizer.from_folder(folder)
         except FileNotFoundError as e:
             raise FlaxsentError(str(e)) from None
-        return cls(model, tokenizer, **options)
+        clf = cls(model, tokenizer, **options)
+        clf.source = folder
+        return clf
 
     # ---- public calls -------------------------------------------------------------------
 
@@ -178,7 +186,8 @@ class Classifier:
         """Logits [C] per input, in input order; device work overlaps host tokenizing/padding.
 
         A `None` input (a row that could not be read, say) holds its place: it yields None,
-        costs nothing, and keeps later inputs in the windows they would have had.
+        costs nothing, and keeps later inputs in the windows they would have had. A NaN or inf
+        logit raises `NonFiniteLogitsError` naming the input.
         """
         if isinstance(texts, (str, bytes)):
             raise TypeError("texts must be an iterable of str; wrap a single text in a list")
@@ -187,8 +196,9 @@ class Classifier:
         start = time.perf_counter()
         collector = OrderedCollector()
         in_flight: collections.deque = collections.deque()
-        encoded = self._encode(iter(texts), truncation, stats, collector)
-        for batch in self.plan.batches(encoded, self.tokenizer.pad_id, self.window):
+        batches = (batch for window in self._encode(iter(texts), truncation, stats, collector)
+                   for batch in self.plan.batches(window, self.tokenizer.pad_id, self.window))
+        for batch in batches:
             in_flight.append((batch, self.engine.run(batch)))
             stats.n_batches += 1
             stats.real_tokens += batch.real_tokens
@@ -210,9 +220,10 @@ class Classifier:
     # ---- internals ----------------------------------------------------------------------
 
     def _encode(self, texts: Iterator[str | None], truncation: bool, stats: RunStats,
-                collector: OrderedCollector) -> Iterator[tuple[int, list[int]]]:
-        """(index, token ids) for every text, tokenized a window at a time (Rust, parallel);
-        None inputs go straight to the collector as placeholders."""
+                collector: OrderedCollector) -> Iterator[list[tuple[int, list[int]]]]:
+        """(index, token ids) of every text, one window of inputs at a time, tokenized together
+        (Rust, parallel). None inputs go straight to the collector as placeholders, and still
+        count in their window: batches are formed per window of inputs, bad rows or not."""
         offset = 0
         while chunk := list(itertools.islice(texts, self.window)):
             real = [i for i, text in enumerate(chunk) if text is not None]
@@ -223,7 +234,7 @@ class Classifier:
                                                        truncation=truncation, offset=offset)
             stats.n_truncated += int((lengths > self.tokenizer.max_length).sum())
             stats.n_inputs += len(chunk)
-            yield from zip((offset + i for i in real), ids, strict=True)
+            yield list(zip((offset + i for i in real), ids, strict=True))
             offset += len(chunk)
 
     @staticmethod
@@ -231,6 +242,10 @@ class Classifier:
                  ) -> list[np.ndarray | None]:
         batch, logits = item
         rows = batch.select(np.asarray(logits, dtype=np.float32))  # blocks on this batch only
+        bad = np.flatnonzero(~np.isfinite(rows).all(axis=1))
+        if bad.size:
+            first = bad[np.argmin(batch.positions[bad])]
+            raise NonFiniteLogitsError(int(batch.positions[first]), rows[first], bad.size - 1)
         collector.add(batch.positions, rows)
         return collector.pop_ready()
 

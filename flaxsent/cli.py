@@ -5,6 +5,7 @@ subcommand then does is in `commands.py`."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -57,8 +58,14 @@ def _add_predict(sub: Any) -> None:
                    help="a bad row stops the run (fail, default) or gets an error record (skip)")
     p.add_argument("--resume", action="store_true",
                    help="continue a killed run: keep OUTPUT's complete records up to the last "
-                        "whole classifier window, append the rest")
+                        "whole classifier window, append the rest; refused when the input, "
+                        "model or options differ from those OUTPUT.run.json recorded")
     p.add_argument("--force", action="store_true", help="overwrite an existing OUTPUT")
+    p.add_argument("--csv-safe", action=argparse.BooleanOptionalAction, default=True,
+                   help="CSV output: a text cell starting with =, +, -, @, tab or CR (a "
+                        "spreadsheet would run it as a formula) gets a leading ' so it shows "
+                        "as text; plain numbers such as -0.5 stay (default: on; "
+                        "--no-csv-safe writes cells verbatim)")
     _classifier_arguments(p)
     p.add_argument("--chunk-size", type=int, default=1024,
                    help="records per durable output write (default 1024)")
@@ -74,7 +81,8 @@ def _add_predict(sub: Any) -> None:
     g.add_argument("--process-id", type=int, default=None,
                    help="this process, 0..N-1 (or JAX_PROCESS_ID)")
     g.add_argument("--merge", metavar="MANIFEST", default=None,
-                   help="join the parts of a finished sharded run into -o OUTPUT")
+                   help="join the parts of a sharded run into -o OUTPUT; refused unless "
+                        "every part recorded its completion and every input row is there once")
     p.set_defaults(func=commands.run_predict)
 
 
@@ -290,6 +298,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except FlaxsentError as e:
         print(f"flaxsent {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # stdout's reader went away (`| head`): nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second failure
+        return 1
+    except OSError as e:  # the system refused (a full disk, a permission): one line too
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"flaxsent {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"flaxsent {args.command}: interrupted", file=sys.stderr)

@@ -43,7 +43,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from .shards import Shard, finish_part, merge_parts, process_shard
     from .writers import output_format
     if args.merge:
-        n = merge_parts(args.merge, args.output, force=args.force)
+        n = merge_parts(args.merge, args.output, force=args.force, csv_safe=args.csv_safe)
         print(f"merged {n} record(s) into {args.output or 'stdout'}", file=sys.stderr)
         return 0
     if args.input is None or args.model is None:
@@ -67,7 +67,8 @@ def run_predict(args: argparse.Namespace) -> int:
     result = predict_file(clf, args.input, output, text_column=args.text_column,
                           input_fmt=args.input_format, top_k=top_k, logits=args.logits,
                           resume=args.resume, force=args.force, on_error=args.on_error,
-                          chunk_size=args.chunk_size, progress=not args.no_progress, shard=shard)
+                          chunk_size=args.chunk_size, progress=not args.no_progress, shard=shard,
+                          csv_safe=args.csv_safe)
     if count > 1:
         finish_part(shard, args.output, args.input, wait=args.distributed)
     note = f" ({result.skipped_errors} bad row(s) as error records)" if result.skipped_errors \

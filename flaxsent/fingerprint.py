@@ -38,6 +38,18 @@ def model_identity(folder: str | os.PathLike) -> dict[str, Any]:
             "weights": weights}
 
 
+def write_record(path: str | os.PathLike, info: Mapping[str, Any]) -> None:
+    """Write `info` as JSON to `path` atomically and durably (a temporary file, then a rename):
+    a record half written is never read back."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(info, f, indent=2, default=str)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
 def differences(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
     """'key: recorded -> current' for every key whose value differs (files by their parts)."""
     out = []

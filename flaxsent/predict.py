@@ -14,16 +14,26 @@ from __future__ import annotations
 import collections
 import ctypes
 import dataclasses
+import hashlib
+import json
 import os
 import platform
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import FlaxsentError
+from .errors import FlaxsentError, NonFiniteLogitsError
 from .readers import STDIO, Record, count_records, read_records
-from .shards import ROW_FIELD, Shard
-from .writers import ParquetWriter, open_writer, output_format, trim_for_resume
+from .shards import ROW_FIELD, Shard, record_done, withdraw_done
+from .writers import (
+    ChunkedOutput,
+    ParquetWriter,
+    WriteError,
+    open_writer,
+    output_format,
+    trim_for_resume,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -31,6 +41,7 @@ if TYPE_CHECKING:
     from .classifier import Classifier
 
 PREDICTION_FIELDS = ("label", "score", "labels", "logits", "line", "error", ROW_FIELD)
+RUN_SUFFIX = ".run.json"  # beside an output: what the run that writes it depends on
 _M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
 _MMAP_THRESHOLD = 128 * 1024  # glibc's own initial value, then held fixed
 
@@ -62,6 +73,17 @@ class RowFormatter:
         self.uniform = uniform  # fixed-schema outputs (csv, parquet) need every key on every row
         self.row_index = row_index
 
+    def columns(self, extras: list[str], errors_possible: bool, *, merged: bool = False,
+                ) -> list[str]:
+        """The keys of every output record, in order, given the input's other columns
+        (`merged`: of a csv/parquet output that parts are merged into)."""
+        names = [ROW_FIELD] if self.row_index and not merged else []
+        names += [f"input_{key}" if key in PREDICTION_FIELDS else key for key in extras]
+        names += ["label", "score"] if self.top_k == 1 else ["labels"]
+        names += ["logits"] if self.logits else []
+        names += ["line", "error"] if errors_possible and (self.uniform or merged) else []
+        return list(dict.fromkeys(names))
+
     def _extras(self, record: Record, index: int) -> dict[str, Any]:
         out: dict[str, Any] = {}
         if self.row_index:
@@ -85,6 +107,8 @@ class RowFormatter:
         if errors_possible and self.uniform:
             row["line"] = record.line
             row["error"] = ""  # not None: a parquet column must get its type from any chunk
+        elif errors_possible and self.row_index:  # a part: merging into csv needs every line
+            row["line"] = record.line
         return row
 
     def bad(self, record: Record, index: int) -> dict[str, Any]:
@@ -140,13 +164,73 @@ def _check_options(output: str | None, *, resume: bool, force: bool, on_error: s
         raise PredictError(f"output {output!r} is a directory, not a file")
 
 
+def run_identity(clf: Classifier, input_path: str, *, text_column: str | None,
+                 input_fmt: str | None, top_k: int | None, logits: bool, on_error: str,
+                 shard: Shard, csv_safe: bool | None = None) -> dict[str, Any]:
+    """What an output's records depend on: the input file, the model, and every option that
+    changes a record or a batch (--chunk-size does neither: it is only the write size)."""
+    import jax.numpy as jnp
+
+    from . import fingerprint
+    if clf.source is not None:
+        model = fingerprint.model_identity(clf.source)
+    else:  # built in memory: its config is what can be told
+        config = json.dumps(clf.config.to_hf_dict(), sort_keys=True, default=str).encode()
+        model = {"config_sha256": hashlib.sha256(config).hexdigest()}
+    dtype = clf.model.embeddings.word_embeddings.dtype
+    return {
+        "input": fingerprint.file_identity(input_path) if input_path != STDIO
+        and os.path.isfile(input_path) else {"path": input_path},
+        "model": model,
+        "dtype": jnp.dtype(dtype).name if dtype is not None else "float32",
+        "max_length": clf.tokenizer.max_length, "precision": clf.engine.precision,
+        "platform": clf.engine.devices[0].platform, "window": clf.window,
+        "batch_shapes": " ".join("x".join(map(str, shape)) for shape in clf.shapes()),
+        "text_column": text_column, "input_format": input_fmt, "top_k": top_k,
+        "logits": logits, "on_error": on_error, "shard": [shard.index, shard.count, shard.block],
+        "csv_safe": csv_safe,  # None: not a csv output
+    }
+
+
+def _check_or_record_run(output: str, identity: dict[str, Any], resume: bool) -> None:
+    """On --resume into an existing output, refuse a run that differs from the recorded one
+    (saying what differs); otherwise record this run beside the output."""
+    from . import fingerprint
+    record = output + RUN_SUFFIX
+    if resume and os.path.exists(output):
+        try:
+            recorded = json.loads(Path(record).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise PredictError(f"--resume: no {record} records the run that wrote {output}, so "
+                               "it cannot be continued safely: start afresh with --force") \
+                from None
+        except (OSError, ValueError) as err:
+            raise PredictError(f"--resume: {record} is unreadable ({err}): start afresh with "
+                               "--force") from None
+        diff = fingerprint.differences(recorded, json.loads(json.dumps(identity)))
+        if diff:
+            raise PredictError(f"--resume: {output} was written by another run ("
+                               f"{'; '.join(diff)}): rerun with the same input, model and "
+                               "options, or start afresh with --force")
+        return
+    try:
+        fingerprint.write_record(record, identity)
+    except OSError as e:
+        raise WriteError(f"cannot write {record}: {e.strerror or e}") from None
+
+
+def _lost(what: str) -> RuntimeError:
+    return RuntimeError(f"internal error: {what}; the output is incomplete, please report this")
+
+
 def predict_file(clf: Classifier, input_path: str, output: str | None, *,
                  text_column: str | None = None, input_fmt: str | None = None,
                  top_k: int | None = 1, logits: bool = False, resume: bool = False,
                  force: bool = False, on_error: str = "fail", chunk_size: int = 1024,
-                 progress: bool = True, shard: Shard | None = None) -> PredictResult:
+                 progress: bool = True, shard: Shard | None = None,
+                 csv_safe: bool = True) -> PredictResult:
     """Predict every row of `input_path` (or of `shard`'s rows) into `output` (None: stdout),
-    streamed, in durable chunks of `chunk_size` records."""
+    streamed, in durable chunks of `chunk_size` records (`csv_safe`: see `CsvWriter`)."""
     shard = shard or Shard(0, 1, clf.window)
     if shard.block % clf.window:
         raise PredictError(f"shard blocks of {shard.block} rows are not whole classifier "
@@ -155,6 +239,17 @@ def predict_file(clf: Classifier, input_path: str, output: str | None, *,
                    chunk_size=chunk_size)
     unmap_freed_blocks()  # or peak memory grows with the file
     fmt = output_format(output) if shard.count == 1 else "jsonl"
+    part = shard.count > 1 and output not in (None, STDIO)
+    if resume and fmt == "parquet":
+        raise PredictError(f"cannot resume into {output!r}: parquet output cannot be appended "
+                           "to; write JSONL or CSV to resume a run")
+    if output not in (None, STDIO):  # before the output is touched (trimmed, appended to)
+        _check_or_record_run(output, run_identity(
+            clf, input_path, text_column=text_column, input_fmt=input_fmt, top_k=top_k,
+            logits=logits, on_error=on_error, shard=shard,
+            csv_safe=csv_safe if fmt == "csv" else None), resume)
+    if part:  # an earlier run's completion no longer holds once the part is written again
+        withdraw_done(output)
     # restart at a window boundary: the resumed run then forms the uninterrupted run's batches
     done = trim_for_resume(output, fmt, align=clf.window) if resume else 0
     start = shard.global_row(done)
@@ -170,55 +265,63 @@ def predict_file(clf: Classifier, input_path: str, output: str | None, *,
 
     pending: collections.deque[tuple[int, Record]] = collections.deque()
     failed: list[Record] = []
+    input_rows: int | None = None  # the input's record count, once every record was read
 
     def texts() -> Iterator[str | None]:
         """This shard's texts (None for a bad row: the classifier holds its place); under
         --on-error fail, a bad row ends the stream so that the rows before it finish."""
-        for offset, record in enumerate(reader):
-            index = start + offset
-            if not shard.owns(index):
+        nonlocal input_rows
+        index = start
+        for record in reader:
+            index += 1
+            if not shard.owns(index - 1):
                 continue
             if record.error is not None and on_error == "fail":
                 failed.append(record)
                 return
-            pending.append((index, record))
+            pending.append((index - 1, record))
             yield record.text
+        input_rows = index
 
-    writer = open_writer(output, fmt, append=resume and done > 0)
+    writer = open_writer(output, fmt, append=resume and done > 0, csv_safe=csv_safe)
     result = PredictResult(resumed_from=done, output=output)
     bar = _progress(total, progress)
-    chunk: list[dict[str, Any]] = []
-    # csv/parquet fix their columns at the first write (csv: the existing header on --resume)
-    columns: list[str] | None = getattr(writer, "fieldnames", None)
-    # parquet also fixes the column types then: hold the first chunk until a good row types them
-    typed = fmt != "parquet"
-
-    def flush(rows: list[dict[str, Any]]) -> None:
-        nonlocal columns
-        if uniform:
-            if columns is None:  # a good row's keys first: a bad JSON row has no extras
-                good = [r for r in rows if not r.get("error")]
-                columns = list(dict.fromkeys(k for r in good + rows for k in r))
-            rows = [{**dict.fromkeys(columns), **r} for r in rows]
-        writer.write_chunk(rows)
-        bar.update(len(rows))
+    # csv/parquet: the columns follow the input's (csv on --resume: the output's header); a
+    # JSONL input says its columns with its first good row
+    columns = getattr(writer, "fieldnames", None)
+    extras = None if reader.fmt == "jsonl" else \
+        [c for c in reader.columns or [] if c != reader.text_column]
+    if columns is None and extras is not None:
+        columns = formatter.columns(extras, errors_possible)
+    chunks = ChunkedOutput(writer, chunk_size, uniform=uniform, columns=columns,
+                           hold=fmt == "parquet" or columns is None)
 
     ok = False
+    broken: tuple[Record, str] | None = None  # a row the model gave NaN or inf for
     try:
-        for row in clf.stream_logits(texts()):
-            index, record = pending.popleft()
-            if row is not None:
-                chunk.append(formatter.ok(record, index, row, errors_possible))
-                typed = True
-            else:
-                chunk.append(formatter.bad(record, index))
-                result.skipped_errors += 1
-            if len(chunk) >= chunk_size and typed:
-                flush(chunk)
-                chunk = []
-        if chunk:
-            flush(chunk)
+        try:
+            for row in clf.stream_logits(texts()):
+                if not pending:
+                    raise _lost("more results than inputs")
+                index, record = pending.popleft()
+                if row is not None:
+                    bar.update(chunks.add(formatter.ok(record, index, row, errors_possible),
+                                          typed=True))
+                else:
+                    bar.update(chunks.add(formatter.bad(record, index), typed=False))
+                    result.skipped_errors += 1
+        except NonFiniteLogitsError as err:  # never a record: stop after the rows before it
+            broken = pending[err.index - writer.rows_written - len(chunks.rows)][1], err.detail
+        bar.update(chunks.flush())
+        if not (broken or failed) and (pending or input_rows is None):
+            raise _lost(f"{len(pending)} input(s) without a result" if pending else
+                        "the classifier stopped reading the input before its end")
         ok = True
+    except WriteError as e:  # a full disk, say: what was written stays
+        again = "then rerun with --resume to continue it" if fmt != "parquet" and \
+            output not in (None, STDIO) else "then run it again"
+        raise PredictError(f"{e}; {done + writer.rows_written} record(s) were written before "
+                           f"it: make room, {again}") from None
     finally:
         bar.close()
         reader.close()
@@ -227,10 +330,19 @@ def predict_file(clf: Classifier, input_path: str, output: str | None, *,
         else:
             writer.close()
     result.written = writer.rows_written
+    kept = f"; the {done + result.written} row(s) before it are in {output}" \
+        if output not in (None, STDIO) else ""
+    if broken:
+        record, detail = broken
+        raise PredictError(f"{reader.where(record.line)}: {detail}{kept}")
     if failed:
         record = failed[0]
-        kept = f"; the {done + result.written} row(s) before it are in {output}" \
-            if output not in (None, STDIO) else ""
         raise PredictError(f"{reader.where(record.line)}: {record.error}{kept}; fix the row, "
                            "or pass --on-error skip to write an error record for it and go on")
+    if part and input_rows is not None:  # last: this part now holds all its rows
+        merged = None if extras is None else formatter.columns(extras, errors_possible,
+                                                               merged=True)
+        record_done(output, shard, done + result.written, input_rows,
+                    {"columns": merged, "errors_possible": errors_possible,
+                     "chunk_size": chunk_size})
     return result

@@ -14,7 +14,9 @@ Formats, by extension or `fmt`:
            row per line, quote characters are literal text. Blank lines are skipped.
   parquet  read in record batches through pyarrow (never the whole file).
 The text column is `text_column` when given, else `text`, else `sentence`. `-` reads stdin (text
-lines unless `fmt` says otherwise; parquet needs a seekable file).
+lines unless `fmt` says otherwise; parquet needs a seekable file). A line longer than
+`MAX_LINE_BYTES` (512 MiB) is a bad row, skipped without being held in memory (in CSV the rows
+after it stay in step); a CSV field may be as long as a line.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +43,12 @@ INPUT_FORMATS: dict[str, str] = {
 }
 _PARQUET_BATCH_ROWS = 4096
 _READ_CHUNK = 1 << 20
+# A line longer than this (its newline included) is a bad row; it is read in pieces and dropped,
+# never held whole. The longest line read costs about twice its size in memory while decoded.
+MAX_LINE_BYTES = 512 << 20
+# csv's parser goes through the same states on a run of ordinary characters as on one of them,
+# on a run of delimiters as on one, on a run of quotes as on one or two (the run's parity)
+_CSV_RUNS = re.compile(r'[^",\r\n]+|,+|"+')
 
 
 class RecordsError(FlaxsentError, ValueError):
@@ -100,27 +109,37 @@ def _check_file(path: str) -> None:
 
 # --------------------------------------------------------------------------------------- readers
 
-def _lines(stream: IO[bytes], first: int = 1) -> Iterator[tuple[int, bytes]]:
-    """(1-based line number, raw line with its terminator), streamed."""
-    return zip(itertools.count(first), stream)
+def _too_long() -> str:
+    return (f"the line is longer than {MAX_LINE_BYTES} bytes (MAX_LINE_BYTES); split it or "
+            "cut it: a text is truncated to the model's limit anyway")
 
 
-def _decode(raw: bytes, lineno: int) -> tuple[str | None, str | None]:
-    """Strictly decode one raw line to text (a leading BOM on line 1 dropped), or say why not."""
+def _next_line(stream: IO[bytes]) -> bytes | None:
+    """The next raw line with its terminator (b"" at the end of the input), or None for a line
+    past MAX_LINE_BYTES, whose rest is read in pieces and dropped."""
+    raw = stream.readline(MAX_LINE_BYTES + 1)
+    if len(raw) <= MAX_LINE_BYTES:
+        return raw
+    if not raw.endswith(b"\n"):
+        del raw
+        while (rest := stream.readline(_READ_CHUNK)) and not rest.endswith(b"\n"):
+            pass
+    return None
+
+
+def _decode(raw: bytes, lineno: int, strip_eol: bool = False) -> tuple[str | None, str | None]:
+    """Strictly decode one raw line to text (a leading BOM on line 1 dropped; its terminator
+    too with `strip_eol`), or say why not; never copies the bytes (lines may be huge)."""
+    start = 3 if lineno == 1 and raw.startswith(b"\xef\xbb\xbf") else 0
+    end = len(raw)
+    if strip_eol and raw.endswith(b"\n"):
+        end -= 2 if raw.endswith(b"\r\n") else 1
     try:
-        text = raw.decode("utf-8")
+        return str(memoryview(raw)[start:end], "utf-8"), None
     except UnicodeDecodeError as err:
-        return None, (f"invalid UTF-8 at byte {err.start + 1} of the line "
-                      f"({raw[err.start:err.start + 4]!r}); re-encode the file as UTF-8")
-    if lineno == 1 and text.startswith("\ufeff"):
-        text = text[1:]
-    return text, None
-
-
-def _strip_eol(text: str) -> str:
-    if text.endswith("\n"):
-        text = text[:-2] if text.endswith("\r\n") else text[:-1]
-    return text
+        at = start + err.start
+        return None, (f"invalid UTF-8 at byte {at + 1} of the line "
+                      f"({raw[at:at + 4]!r}); re-encode the file as UTF-8")
 
 
 def _kind(value: Any) -> str:
@@ -148,20 +167,27 @@ def _pick_column(columns: Sequence[str], text_column: str | None, where: str) ->
 
 
 def _read_txt(stream: IO[bytes], start: int) -> Iterator[Record]:
-    if start:
-        next(itertools.islice(stream, start, start), None)  # skip lines without decoding them
-    for lineno, raw in _lines(stream, start + 1):
-        text, error = _decode(raw, lineno)
-        if error is not None:
-            yield Record(lineno, None, {}, error)
-        else:
-            yield Record(lineno, _strip_eol(text), {})
+    lineno = 0
+    while (raw := _next_line(stream)) != b"":
+        lineno += 1
+        if lineno <= start:  # skipped (--resume) without decoding
+            continue
+        text, error = _decode(raw, lineno, strip_eol=True) if raw is not None \
+            else (None, _too_long())
+        raw = None  # not held while the record is out: a line may be huge
+        yield Record(lineno, text, {}, error)
 
 
 def _read_jsonl(stream: IO[bytes], text_column: str | None) -> Iterator[Record]:
     column = text_column  # None until the first object naming a default column decides it
-    for lineno, raw in _lines(stream):
+    lineno = 0
+    while (raw := _next_line(stream)) != b"":
+        lineno += 1
+        if raw is None:
+            yield Record(lineno, None, {}, _too_long())
+            continue
         line, error = _decode(raw, lineno)
+        raw = None
         if error is not None:
             yield Record(lineno, None, {}, error)
             continue
@@ -172,6 +198,10 @@ def _read_jsonl(stream: IO[bytes], text_column: str | None) -> Iterator[Record]:
         except json.JSONDecodeError as err:
             yield Record(lineno, None, {}, f"not valid JSON ({err.msg} at column {err.colno})")
             continue
+        except RecursionError:
+            yield Record(lineno, None, {}, "not valid JSON (nested too deeply)")
+            continue
+        line = None
         if not isinstance(obj, dict):
             yield Record(lineno, None, {}, f"expected a JSON object, found {_kind(obj)}")
             continue
@@ -189,17 +219,53 @@ def _read_jsonl(stream: IO[bytes], text_column: str | None) -> Iterator[Record]:
         yield Record(lineno, text, obj, error)
 
 
-def _csv_lines(stream: IO[bytes], bad: dict[int, str],
+def _csv_stand_in(raw: bytes, stream: IO[bytes], fmt: str) -> str:
+    """What csv's parser reads for a line past MAX_LINE_BYTES (its row is reported bad): for
+    TSV (one row a line) any one-field row; for CSV the line with its runs shortened, read in
+    pieces, so that quoted fields and rows end where they would have."""
+    if fmt == "tsv":
+        if not raw.endswith(b"\n"):
+            while (rest := stream.readline(_READ_CHUNK)) and not rest.endswith(b"\n"):
+                pass
+        return "-\n"
+    pieces = []
+    size = 0
+    piece = raw
+    while True:
+        short = _CSV_RUNS.sub(lambda m: m[0][0] if m[0][0] != '"' else '"' * (2 - len(m[0]) % 2),
+                              piece.decode("utf-8", errors="replace"))
+        pieces.append(short)
+        size += len(short)
+        if size > MAX_LINE_BYTES:
+            raise RecordsError(f"a line of over {MAX_LINE_BYTES} bytes (MAX_LINE_BYTES) whose "
+                               "fields cannot be followed: the rows after it cannot be read")
+        if not piece or piece.endswith(b"\n"):
+            return "".join(pieces)
+        piece = stream.readline(_READ_CHUNK)
+
+
+def _csv_lines(stream: IO[bytes], fmt: str, bad: dict[int, str],
                counter: list[int]) -> Iterator[str]:
     """Decoded physical lines for csv.reader; a line that is not UTF-8 is passed on (decoded with
     replacement, so the parser stays in step) and noted in `bad` so its row is reported, not
-    used. `counter[0]` is the number of the last line handed out."""
-    for lineno, raw in _lines(stream):
+    used; so is a line past MAX_LINE_BYTES, as a short stand-in. `counter[0]` is the number of
+    the last line handed out."""
+    lineno = 0
+    while True:
+        raw = stream.readline(MAX_LINE_BYTES + 1)
+        if not raw:
+            return
+        lineno += 1
         counter[0] = lineno
-        text, error = _decode(raw, lineno)
-        if error is not None:
-            bad[lineno] = error
-            text = raw.decode("utf-8", errors="replace")
+        if len(raw) > MAX_LINE_BYTES:
+            bad[lineno] = _too_long()
+            text = _csv_stand_in(raw, stream, fmt)
+        else:
+            text, error = _decode(raw, lineno)
+            if error is not None:
+                bad[lineno] = error
+                text = raw.decode("utf-8", errors="replace")
+        raw = None
         yield text
 
 
@@ -208,11 +274,13 @@ def _read_delimited(stream: IO[bytes], fmt: str, text_column: str | None, where:
     """Read the header now (so a missing column fails before any work), then stream the rows."""
     bad: dict[int, str] = {}
     counter = [0]
+    # a field may be as long as a line (csv's default limit is 128 Ki characters)
+    csv.field_size_limit(max(csv.field_size_limit(), MAX_LINE_BYTES))
     if fmt == "tsv":
-        reader = csv.reader(_csv_lines(stream, bad, counter), delimiter="\t",
+        reader = csv.reader(_csv_lines(stream, fmt, bad, counter), delimiter="\t",
                             quoting=csv.QUOTE_NONE)
     else:
-        reader = csv.reader(_csv_lines(stream, bad, counter))
+        reader = csv.reader(_csv_lines(stream, fmt, bad, counter))
     try:
         header = next(reader)
     except StopIteration:

@@ -4,9 +4,11 @@ The input's rows are cut into blocks of `block` rows (whole classifier windows) 
 dealt out in turn: process P of N predicts blocks P, P + N, P + 2N, ... into
 `OUTPUT.part-P-of-N` (JSONL, each row with its input index in `_row`). Because a block is a whole
 number of windows, each process forms exactly the batches one process would, so the merged
-output is byte-identical to a single-process run. Process 0 writes `OUTPUT.manifest.json` once
-its part is done (under `--distributed`, once every part is), and `merge_parts` joins the parts
-in input order.
+output is byte-identical to a single-process run. Each process, as the last thing it does,
+records its part's completion in `PART.done.json` (rows written, input rows seen; withdrawn when
+the part is started again); process 0 writes `OUTPUT.manifest.json`, which only names the parts.
+`merge_parts` joins the parts in input order, and only when every part is recorded complete and
+every input row 0..N-1 is present exactly once.
 """
 
 from __future__ import annotations
@@ -19,11 +21,11 @@ from typing import Any
 
 from .errors import FlaxsentError
 from .readers import STDIO
-from .writers import open_writer, output_format
+from .writers import ChunkedOutput, open_writer, output_format
 
 ROW_FIELD = "_row"
 MANIFEST_SUFFIX = ".manifest.json"
-_MERGE_CHUNK = 1024  # records per durable write of the merged output
+DONE_SUFFIX = ".done.json"  # beside each part: written last, when the part is complete
 
 
 class ShardError(FlaxsentError):
@@ -103,26 +105,91 @@ def finish_part(shard: Shard, output: str, input_path: str, *, wait: bool) -> st
     return write_manifest(output, shard, input_path) if shard.index == 0 else None
 
 
+def _write_json(path: str, value: dict[str, Any]) -> None:
+    """Write `value` to `path` atomically (a durable temporary file, then a rename)."""
+    tmp = path + ".tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(value, f, indent=2)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        raise ShardError(f"cannot write {path}: {e.strerror or e}") from None
+
+
 def write_manifest(output: str, shard: Shard, input_path: str) -> str:
-    """Write `OUTPUT.manifest.json` naming the parts (relative to the manifest's folder)."""
+    """Write `OUTPUT.manifest.json` naming the parts (relative to the manifest's folder); it
+    claims nothing about their completion, which each part's `.done.json` records."""
     path = output + MANIFEST_SUFFIX
     parts = [Path(dataclasses.replace(shard, index=i).part_path(output)).name
              for i in range(shard.count)]
-    manifest = {"format": "flaxsent-predict-parts", "version": 1, "input": input_path,
-                "output": Path(output).name, "num_processes": shard.count, "parts": parts,
-                "block": shard.block, "row_field": ROW_FIELD}
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(manifest, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    _write_json(path, {"format": "flaxsent-predict-parts", "version": 2, "input": input_path,
+                       "output": Path(output).name, "num_processes": shard.count,
+                       "parts": parts, "block": shard.block, "row_field": ROW_FIELD,
+                       "done_suffix": DONE_SUFFIX})
     return path
 
 
-def merge_parts(manifest_path: str, output: str | None, *, force: bool = False) -> int:
+def withdraw_done(part: str) -> None:
+    """Remove a part's completion record before the part is written again, so a rerun that
+    stops early never leaves an earlier run's claim behind."""
+    try:
+        os.remove(part + DONE_SUFFIX)
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise ShardError(f"cannot remove {part + DONE_SUFFIX}: {e.strerror or e}") from None
+
+
+def record_done(part: str, shard: Shard, rows: int, input_rows: int,
+                layout: dict[str, Any]) -> None:
+    """Record that `part` is complete: it holds `rows` records and its process read all
+    `input_rows` rows of the input; `layout` says how a merge lays the records out as one
+    process would (csv/parquet columns, None: from the first chunk; errors_possible;
+    chunk_size). Written last, atomically."""
+    _write_json(part + DONE_SUFFIX, {"part": Path(part).name, "process": shard.index,
+                                     "num_processes": shard.count, "block": shard.block,
+                                     "rows": rows, "input_rows": input_rows,
+                                     "layout": layout})
+
+
+def _completion(path: Path, shard: Shard) -> dict[str, Any]:
+    """A complete part's record (its `input_rows`, its `layout`), or a ShardError naming the
+    part: not finished, unreadable, from other process options, or holding other than its
+    rows' count."""
+    done = Path(str(path) + DONE_SUFFIX)
+    again = f"run process {shard.index} of {shard.count} (again, with --resume) before merging"
+    if not done.is_file():
+        raise ShardError(f"part {str(path)!r} is not complete (no {done.name}): {again}")
+    try:
+        info = json.loads(done.read_text(encoding="utf-8"))
+        rows, total = int(info["rows"]), int(info["input_rows"])
+        same = (int(info["process"]), int(info["num_processes"]), int(info["block"])) == (
+            shard.index, shard.count, shard.block)
+        layout = info["layout"]
+        if not (isinstance(layout["errors_possible"], bool) and int(layout["chunk_size"]) > 0
+                and (layout["columns"] is None or isinstance(layout["columns"], list))):
+            raise ValueError(f"an unusable layout {layout!r}")
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ShardError(f"{str(done)!r} is not a readable completion record ({err}): "
+                         f"{again}") from None
+    if not same:
+        raise ShardError(f"part {str(path)!r} was written by another process layout than the "
+                         "manifest's: the parts do not belong to one run")
+    if rows != shard.rows_of(total):
+        raise ShardError(f"part {str(path)!r} records {rows} row(s), but process "
+                         f"{shard.index} owns {shard.rows_of(total)} of the {total} input rows: "
+                         f"{again}")
+    return info
+
+
+def merge_parts(manifest_path: str, output: str | None, *, force: bool = False,
+                csv_safe: bool = True) -> int:
     """Join the parts a manifest lists into `output` in input order, dropping `_row`; returns
-    the number of records. Checks that the parts interleave exactly (row i in part
-    (i // block) % N)."""
+    the number of records. Refuses unless every part is recorded complete and the parts hold
+    every input row 0..N-1 exactly once, interleaved as dealt (row i in part (i // block) % N)."""
     try:
         manifest = json.loads(Path(manifest_path).read_text(encoding="utf-8"))
         names = list(manifest["parts"])
@@ -140,34 +207,62 @@ def merge_parts(manifest_path: str, output: str | None, *, force: bool = False) 
     for p in paths:
         if not p.is_file():
             raise ShardError(f"part {str(p)!r} listed in {manifest_path!r} does not exist")
+    done = [_completion(p, Shard(i, n, block)) for i, p in enumerate(paths)]
+    total, layout = int(done[0]["input_rows"]), done[0]["layout"]
+    if any(int(d["input_rows"]) != total for d in done):
+        seen = ", ".join(f"part {i}: {d['input_rows']}" for i, d in enumerate(done))
+        raise ShardError(f"the parts saw inputs of different lengths ({seen} rows): the input "
+                         "changed between processes; rerun them all with --force")
+    for key in ("columns", "errors_possible"):
+        if any(d["layout"][key] != layout[key] for d in done):
+            raise ShardError(f"the parts were written with different options ({key} differ): "
+                             "they do not belong to one run; rerun them all with --force")
+    fmt = output_format(output)
     files = [open(p, "rb") for p in paths]
-    writer = open_writer(output, output_format(output))
-    chunk: list[dict[str, Any]] = []
+    writer = open_writer(output, fmt, csv_safe=csv_safe)
+    uniform = fmt in ("csv", "parquet")
+    columns = layout["columns"] if uniform else None
+    # as one process: a fixed-column output holds its first chunk for a good row
+    chunks = ChunkedOutput(writer, int(layout["chunk_size"]), uniform=uniform, columns=columns,
+                           hold=fmt == "parquet" or (uniform and columns is None))
+    lines = [0] * n  # lines read from each part
     i = 0
     try:
-        while True:
+        while i < total:
             part = (i // block) % n
             raw = files[part].readline()
             if not raw:
-                extra = [str(paths[j]) for j in range(n) if j != part and files[j].readline()]
-                if extra:
-                    raise ShardError(f"part {str(paths[part])!r} ends at row {i} but "
-                                     f"{', '.join(extra)} go(es) on: a part is incomplete; "
-                                     "rerun that process with --resume")
-                break
+                raise ShardError(f"part {str(paths[part])!r} ends before input row {i} of "
+                                 f"{total}: the part is incomplete; rerun process {part} "
+                                 "with --resume")
             if not raw.endswith(b"\n"):
                 raise ShardError(f"part {str(paths[part])!r} ends with a partial record: "
                                  "rerun that process with --resume")
-            row = json.loads(raw)
+            try:
+                row = json.loads(raw)
+                if not isinstance(row, dict):
+                    raise ValueError(f"a JSON {type(row).__name__}, not an object")
+            except (ValueError, RecursionError) as err:  # JSON, UTF-8 or nesting
+                where = f"{paths[part]}, line {lines[part] + 1}"
+                raise ShardError(f"{where}: not a predict record ({str(err).splitlines()[0]}): "
+                                 "rerun that process's part with --force") from None
+            lines[part] += 1
             if row.pop(ROW_FIELD, None) != i:
                 raise ShardError(f"part {str(paths[part])!r}: expected row {i} next; the "
                                  "parts do not belong to one run")
-            chunk.append(row)
-            if len(chunk) >= _MERGE_CHUNK:
-                writer.write_chunk(chunk)
-                chunk = []
+            good = "error" not in row
+            if layout["errors_possible"] and good:  # a part's good row carries its line
+                if uniform:
+                    row["error"] = ""
+                else:
+                    row.pop("line", None)  # a JSONL output's good records have none
+            chunks.add(row, typed=good)
             i += 1
-        writer.write_chunk(chunk)
+        extra = [str(paths[j]) for j in range(n) if files[j].readline()]
+        if extra:
+            raise ShardError(f"{', '.join(extra)} go(es) on past the {total} input rows: the "
+                             "parts do not belong to one run")
+        chunks.flush()
     finally:
         writer.close()
         for f in files:

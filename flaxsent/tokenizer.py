@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,6 +44,13 @@ _NAMED_SPECIALS: dict[str, str] = {
 _DEFAULT_MAX_LENGTH = 512
 _SANE_MAX_LENGTH = 1_000_000  # transformers writes 1e30 ("no limit") into some configs
 _MAX_INPUT_CHARS_PER_WORD = 100  # longer words become [UNK], as in BERT
+# A text longer than this many characters is tokenized from a prefix (see encode_batch): far
+# more than max_length tokens' worth of ordinary text, so shorter texts keep exact lengths.
+CHAR_BUDGET = 1 << 16
+_MAX_PREFIX_CHARS = 1 << 22  # the prefix stops doubling here (4 Mi characters)
+# the last ASCII whitespace or punctuation before a position: words end there whatever follows
+# (other whitespace-like characters may be controls that BERT's normalizer deletes)
+_LAST_BOUNDARY = re.compile(r".*[ \t\n\r!-/:-@\[-`{-~]", re.DOTALL)
 _TOKENIZER_CLASS = "DistilBertTokenizer"
 
 
@@ -225,6 +233,9 @@ class TextTokenizer:
         last_content = max(i for i, seq in enumerate(probe.sequence_ids) if seq is not None)
         self._suffix: list[int] = probe.ids[last_content + 1 :]
         self._n_special = len(tokenizer.encode("", add_special_tokens=True).ids)
+        # an added token (matched in the raw text) may span a prefix's end by this much
+        self._added_span = max((len(t.content) for t in
+                                tokenizer.get_added_tokens_decoder().values()), default=0)
         self.max_length: int = self._check_max_length(max_length)
 
     def _check_max_length(self, max_length: int) -> int:
@@ -297,6 +308,8 @@ class TextTokenizer:
         """Token ids ([CLS] ... [SEP]) per text, and their untruncated lengths, in one Rust pass.
 
         `offset` is added to the indices in error messages, for callers that encode in chunks.
+        A text past `CHAR_BUDGET` characters is tokenized from a prefix, never whole (a 1 GB line
+        would take tens of GB): its ids are exact, its length a lower bound past max_length.
         """
         if isinstance(texts, (str, bytes)):
             raise TypeError(
@@ -311,15 +324,21 @@ class TextTokenizer:
                         f"text {offset + i} is a {type(text).__name__}, not a str; "
                         "decode bytes and convert other values to str first"
                     )
+        budget = max(CHAR_BUDGET, 64 * self.max_length)
+        long = [i for i, text in enumerate(texts) if len(text) > budget]
+        batch = [text if len(text) <= budget else "" for text in texts] if long else texts
         encode = getattr(self._tokenizer, "encode_batch_fast", self._tokenizer.encode_batch)
-        ids = [encoding.ids for encoding in encode(texts, add_special_tokens=True)]
+        ids = [encoding.ids for encoding in encode(batch, add_special_tokens=True)]
+        for i in long:  # encoded from a prefix
+            ids[i] = self._encode_long(texts[i], budget)
         lengths = np.array(list(map(len, ids)), dtype=np.int64)
         too_long = np.flatnonzero(lengths > self.max_length)
         if too_long.size:
             if not truncation:
                 i = int(too_long[0])
+                least = "at least " if len(texts[i]) > budget else ""
                 raise ValueError(
-                    f"text {offset + i} is {int(lengths[i])} tokens long, over max_length="
+                    f"text {offset + i} is {least}{int(lengths[i])} tokens long, over max_length="
                     f"{self.max_length} ({too_long.size} such text(s) in this batch); "
                     "shorten it or enable truncation"
                 )
@@ -328,6 +347,28 @@ class TextTokenizer:
             for i in too_long.tolist():
                 ids[i] = ids[i][:keep] + self._suffix
         return ids, lengths
+
+    def _encode_long(self, text: str, budget: int) -> list[int]:
+        """The ids of a text past the character budget, from a prefix: those of the whole text
+        wherever truncation keeps them (the ids past max_length are a prefix's).
+
+        The prefix's first max_length tokens are the whole text's when they end before an ASCII
+        space or punctuation mark that lies before any added token that may cross the prefix's
+        end (words end there whatever follows; normalization is per character). Else the prefix
+        doubles, up to the whole text or _MAX_PREFIX_CHARS (a text with no such mark in millions
+        of characters: its last kept tokens may then differ from the whole text's).
+        """
+        keep = self.max_length - len(self._suffix)  # [CLS] + content ids truncation keeps
+        end = budget
+        while end < min(len(text), _MAX_PREFIX_CHARS):
+            encoding = self._tokenizer.encode(text[:end], add_special_tokens=True)
+            boundary = _LAST_BOUNDARY.match(text, 0, max(end - self._added_span, 0))
+            if (boundary is not None and len(encoding.ids) > keep
+                    and encoding.sequence_ids[keep] == 0
+                    and encoding.offsets[keep][1] < boundary.end()):
+                return encoding.ids
+            end *= 2
+        return self._tokenizer.encode(text[:_MAX_PREFIX_CHARS], add_special_tokens=True).ids
 
     def save(self, dst_folder: str | os.PathLike) -> list[str]:
         """Write the tokenizer files to dst, loadable by from_folder and by AutoTokenizer."""

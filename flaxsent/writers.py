@@ -14,6 +14,7 @@ import io
 import json
 import math
 import os
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -82,6 +83,19 @@ def to_json(row: Any) -> str:
                           default=_json_default)
 
 
+# OWASP's CSV injection list: a cell starting so may run as a formula in a spreadsheet
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")  # -0.5, +3, -1e-5
+
+
+def neutralise_formula(cell: str) -> str:
+    """`cell` with a leading `'` when a spreadsheet would take it for a formula (it starts with
+    =, +, -, @, tab or CR), so it shows as text (OWASP); plain numbers such as -0.5 stay."""
+    if cell.startswith(_FORMULA_START) and not _NUMBER.fullmatch(cell):
+        return "'" + cell
+    return cell
+
+
 def _csv_cell(value: Any) -> Any:
     if value is None:
         return ""
@@ -92,6 +106,11 @@ def _csv_cell(value: Any) -> Any:
         if isinstance(value, (str, int, float)):
             return value
     return to_json(value)  # lists (top-k), dicts: a JSON string in one cell
+
+
+class WriteError(RecordsError):
+    """An output that could not be written (a full disk, a lost mount): what was written before
+    the failing chunk stays."""
 
 
 class RecordWriter:
@@ -110,7 +129,13 @@ class RecordWriter:
         if self._closed:
             raise ValueError("write to a closed RecordWriter")
         if rows:
-            self._write(rows)
+            try:
+                self._write(rows)
+            except BrokenPipeError:
+                raise  # stdout's reader went away: the command line ends quietly (cli.main)
+            except OSError as e:
+                raise WriteError(f"cannot write {self.path or 'stdout'}: "
+                                 f"{e.strerror or e}") from None
             self.rows_written += len(rows)
 
     def _write(self, rows: list[dict[str, Any]]) -> None:
@@ -137,13 +162,15 @@ class _StreamWriter(RecordWriter):
             sys.stdout.flush()
             self._file: IO[bytes] = sys.stdout.buffer
         else:
-            try:
-                self._file = open(path, "ab" if append else "wb")
+            try:  # unbuffered: a failed write leaves nothing behind to fail again on close
+                self._file = open(path, "ab" if append else "wb", buffering=0)
             except OSError as err:
-                raise RecordsError(f"cannot write {path!r}: {err.strerror}") from None
+                raise WriteError(f"cannot write {path!r}: {err.strerror}") from None
 
     def _emit(self, data: str) -> None:
-        self._file.write(data.encode("utf-8"))
+        view = memoryview(data.encode("utf-8"))
+        while view:  # an unbuffered write may take only part (the last bytes a disk holds)
+            view = view[self._file.write(view):]
         self._file.flush()
         if not self._to_stdout:
             os.fsync(self._file.fileno())
@@ -165,23 +192,31 @@ class JsonlWriter(_StreamWriter):
 
 class CsvWriter(_StreamWriter):
     """A header row from the first chunk's keys (kept from the file when appending), then rows;
-    nested values (top-k lists) as JSON strings in one cell."""
+    nested values (top-k lists) as JSON strings in one cell. With `safe` (the default), a text
+    cell a spreadsheet would run as a formula gets a leading `'` (`neutralise_formula`)."""
 
     fmt = "csv"
 
-    def __init__(self, path: str | None, append: bool) -> None:
+    def __init__(self, path: str | None, append: bool, safe: bool = True) -> None:
         self.fieldnames: list[str] | None = None
+        self.safe = safe
+        self._row = io.StringIO()
+        self._row_writer = csv.writer(self._row, lineterminator="\r\n")  # quotes a CR cell too
         if append and path not in (None, STDIO) and os.path.exists(path):
-            self.fieldnames = _csv_header(path)
+            self.fieldnames = _csv_header(path, safe)
         super().__init__(path, append)
 
+    def _cells(self, values: list[Any]) -> list[Any]:
+        if not self.safe:
+            return values
+        return [neutralise_formula(v) if isinstance(v, str) else v for v in values]
+
     def _write(self, rows: list[dict[str, Any]]) -> None:
-        buf = io.StringIO()
-        out = csv.writer(buf, lineterminator="\n")
+        lines = []
         if self.fieldnames is None:
             names = dict.fromkeys(k for row in rows for k in row)
             self.fieldnames = list(names)
-            out.writerow(self.fieldnames)
+            lines.append(self._line(self.fieldnames))
         known = set(self.fieldnames)
         for row in rows:
             unknown = [k for k in row if k not in known]
@@ -189,17 +224,30 @@ class CsvWriter(_StreamWriter):
                 raise RecordsError(
                     f"{self.path or 'stdout'}: row has column(s) {unknown} that are not in the "
                     f"CSV header {self.fieldnames}; write JSONL for rows of varying shape")
-            out.writerow([_csv_cell(row.get(k)) for k in self.fieldnames])
-        self._emit(buf.getvalue())
+            lines.append(self._line([_csv_cell(row.get(k)) for k in self.fieldnames]))
+        self._emit("".join(lines))
+
+    def _line(self, values: list[Any]) -> str:
+        """One CSV row ending in LF, a cell holding a bare CR quoted: with "\\n" as its line
+        terminator, the csv module leaves such a cell bare, and readers split the row there."""
+        self._row.seek(0)
+        self._row.truncate()
+        self._row_writer.writerow(self._cells(values))
+        return self._row.getvalue()[:-2] + "\n"
 
 
-def _csv_header(path: str) -> list[str] | None:
-    """The header of an existing CSV output, or None when it has no complete header line."""
+def _csv_header(path: str, safe: bool) -> list[str] | None:
+    """The header of an existing CSV output (its names as written before `safe` neutralised
+    them), or None when it has no complete header line."""
     with open(path, "rb") as f:
         first = f.readline()
     if not first.endswith(b"\n"):
         return None
-    return next(csv.reader([first.decode("utf-8")]))
+    names = next(csv.reader([first.decode("utf-8")]))
+    if safe:
+        names = [n[1:] if n.startswith("'") and neutralise_formula(n[1:]) == n else n
+                 for n in names]
+    return names
 
 
 class ParquetWriter(RecordWriter):
@@ -226,6 +274,8 @@ class ParquetWriter(RecordWriter):
                 self._writer = self._pq.ParquetWriter(self._partial, self._schema)
             else:
                 table = pa.Table.from_pylist(rows, schema=self._schema)
+        except OSError:  # pyarrow's IO errors are OSErrors: not a schema problem
+            raise
         except (pa.ArrowException, TypeError, ValueError) as err:
             raise RecordsError(f"{self.path}: rows do not fit one parquet schema ({err}); "
                                "write JSONL for rows of varying shape") from None
@@ -235,21 +285,63 @@ class ParquetWriter(RecordWriter):
         """Finish the file and move it into place (or leave `<path>.partial` on failure)."""
         if self._closed:
             return
-        if self._writer is None:  # no rows: still an (empty) output
-            import pyarrow as pa
-            self._writer = self._pq.ParquetWriter(self._partial, pa.schema([]))
-        self._writer.close()
-        if not keep_partial:
-            os.replace(self._partial, self.path)
         super().close()
+        try:
+            if self._writer is None:  # no rows: still an (empty) output
+                import pyarrow as pa
+                self._writer = self._pq.ParquetWriter(self._partial, pa.schema([]))
+            self._writer.close()
+            if not keep_partial:
+                os.replace(self._partial, self.path)
+        except OSError as e:
+            raise WriteError(f"cannot write {self.path}: {e.strerror or e}") from None
 
     def __exit__(self, exc_type: object, *exc: object) -> None:
         self.close(keep_partial=exc_type is not None)
 
 
-def open_writer(path: str | None, fmt: str | None = None, append: bool = False) -> RecordWriter:
+class ChunkedOutput:
+    """Rows to a writer in chunks of `size` records, each one durable write.
+
+    In a fixed-column format (`uniform`: csv, parquet) every row gets every column, None where
+    it has none: the columns are `columns` when known, else the first chunk's (a good row's
+    keys first). With `hold`, the first chunk waits for a typed row (one without an `error`):
+    parquet types its columns from the first chunk, and a csv of unknown columns fixes its
+    header there.
+    """
+
+    def __init__(self, writer: RecordWriter, size: int, *, uniform: bool,
+                 columns: list[str] | None, hold: bool) -> None:
+        self.writer = writer
+        self.size = size
+        self.uniform = uniform
+        self.columns = columns
+        self.holding = hold
+        self.rows: list[dict[str, Any]] = []
+
+    def add(self, row: dict[str, Any], typed: bool) -> int:
+        """Take one row (`typed`: a good row); return how many rows this wrote (0 or a chunk)."""
+        self.rows.append(row)
+        self.holding = self.holding and not typed
+        return self.flush() if len(self.rows) >= self.size and not self.holding else 0
+
+    def flush(self) -> int:
+        """Write the rows taken so far as one chunk; return how many."""
+        rows, self.rows = self.rows, []
+        if self.uniform and rows:
+            if self.columns is None:  # a good row's keys first: a bad JSON row has no extras
+                good = [r for r in rows if not r.get("error")]
+                self.columns = list(dict.fromkeys(k for r in good + rows for k in r))
+            rows = [{**dict.fromkeys(self.columns), **r} for r in rows]
+        self.writer.write_chunk(rows)
+        return len(rows)
+
+
+def open_writer(path: str | None, fmt: str | None = None, append: bool = False, *,
+                csv_safe: bool = True) -> RecordWriter:
     """A writer for `path` (stdout JSONL for None or `-`); `append` continues an existing JSONL/CSV
-    output after `trim_for_resume` has trimmed it (parquet refuses it)."""
+    output after `trim_for_resume` has trimmed it (parquet refuses it); `csv_safe`: CSV cells
+    that would run as spreadsheet formulas get a leading `'`."""
     kind = output_format(path, fmt)
     if kind == "parquet":
         if path is None or path == STDIO:
@@ -263,7 +355,7 @@ def open_writer(path: str | None, fmt: str | None = None, append: bool = False) 
         parent = Path(path).parent
         if not parent.is_dir():
             raise RecordsError(f"cannot write {path!r}: folder {str(parent)!r} does not exist")
-    return JsonlWriter(path, append) if kind == "jsonl" else CsvWriter(path, append)
+    return JsonlWriter(path, append) if kind == "jsonl" else CsvWriter(path, append, csv_safe)
 
 
 # --------------------------------------------------------------------------------------- resume

@@ -225,3 +225,65 @@ def test_none_inputs_hold_their_place(tiny_flax, tmp_path):
     assert list(clf.stream_logits([None, None])) == [None, None]  # no text at all
     tail = list(clf.stream_logits(["fine", None]))
     assert tail[1] is None and tail[0].shape == (2,)
+
+
+def test_batches_are_formed_per_window_of_inputs_bad_rows_included(tiny_flax, tmp_path,
+                                                                    monkeypatch):
+    """Regression (issue 9, item 5): windows counted only the real texts, so a bad row moved
+    later texts into other batches and a merged or resumed run differed from one run."""
+    clf = Classifier.from_pretrained(tiny_flax, cache_dir=tmp_path, window=4)
+    windows = []
+    batch_window = type(clf.plan)._window_batches
+
+    def spy(plan, indices, arrays, pad_id):
+        windows.append(list(indices))
+        return batch_window(plan, indices, arrays, pad_id)
+    monkeypatch.setattr(type(clf.plan), "_window_batches", spy)  # a frozen dataclass
+    texts = _random_texts(11, seed=4)
+    holes = list(texts)
+    holes[1] = holes[6] = None
+    got = list(clf.stream_logits(holes))
+    assert windows == [[0, 2, 3], [4, 5, 7], [8, 9, 10]]
+    np.testing.assert_array_equal(np.stack(got[8:]), clf.logits(texts[8:]))  # as a fresh run
+
+
+def test_a_vocabulary_past_the_embedding_is_refused_at_load(tiny_flax, tmp_path):
+    """Ids past the embedding make Flax's lookup return NaN: refuse the pair, not the rows."""
+    import shutil
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_flax, folder)
+    with open(folder / "vocab.txt", "a", encoding="utf-8") as f:
+        f.write("xylophone\nzeppelin\n")  # ids 128 and 129; the embedding has 128 rows
+    with pytest.raises(FlaxsentError, match=r"ids up to 129 .* 128 rows"):
+        Classifier.from_pretrained(folder, cache_dir=tmp_path / "cache")
+
+
+def poisoned(tiny_flax, word: str) -> Classifier:
+    """The tiny classifier with NaN in `word`'s embedding row: texts with it give NaN logits
+    (only they: one text a row, no packing)."""
+    from flaxsent import checkpoint as ckpt
+    from flaxsent.tokenizer import TextTokenizer
+    model = ckpt.load_model(tiny_flax)
+    tokenizer = TextTokenizer.from_folder(tiny_flax)
+    table = model.embeddings.word_embeddings.embedding
+    table.value = table.value.at[tokenizer.encode_batch([word])[0][0][1]].set(np.nan)
+    return Classifier(model, tokenizer, window=4, pack_length=None)  # rows do not interact
+
+
+def test_a_non_finite_logit_is_an_error_naming_the_input(tiny_flax):
+    clf = poisoned(tiny_flax, "awful")
+    texts = ["good fun", "great film", "awful plot", "fine", "dull"]
+    with pytest.raises(FlaxsentError, match=r"input 2: the model gave non-finite logits"):
+        list(clf.stream_logits(texts))
+    with pytest.raises(FlaxsentError, match="input 0"):
+        clf(["awful"])
+    assert len(clf(["good fun", "fine"])) == 2
+
+
+def test_a_lost_batch_is_an_internal_error(clf, monkeypatch):
+    """stream_logits checks that every input came back (a plan that drops a batch is a bug)."""
+    from flaxsent.plan import ShapePlan
+    batches = ShapePlan.batches
+    monkeypatch.setattr(ShapePlan, "batches", lambda *a, **k: list(batches(*a, **k))[:-1])
+    with pytest.raises(RuntimeError, match=r"internal error: 8 input\(s\) read but"):
+        list(clf.stream_logits(TEXTS))

@@ -128,6 +128,8 @@ def test_existing_dst_needs_force(capsys, tiny_hf, tmp_path):
     code, _, err = run(capsys, "convert", str(tiny_hf), str(dst))
     assert_one_line_error(code, err, "already exists.*--force")
     assert (dst / "keep.txt").read_text() == "mine"
+    for name in ("config.json", "model.safetensors"):  # an earlier checkpoint: replaceable
+        shutil.copy(tiny_hf / name, dst)
     code, _, _ = run(capsys, "convert", str(tiny_hf), str(dst), "--force")
     assert code == 0 and not (dst / "keep.txt").exists()
     assert (dst / "flax_model.safetensors").exists()
@@ -139,8 +141,8 @@ def test_failed_conversion_leaves_nothing(capsys, tiny_hf, tmp_path, monkeypatch
     def explode(*_):
         raise OSError(28, "No space left on device")
     monkeypatch.setattr(tok, "copy_tokenizer_files", explode)
-    with pytest.raises(OSError):
-        main(["convert", str(tiny_hf), str(tmp_path / "out")])
+    code, _, err = run(capsys, "convert", str(tiny_hf), str(tmp_path / "out"))
+    assert_one_line_error(code, err, "No space left on device")
     assert list(tmp_path.iterdir()) == []  # neither DST nor a temporary folder
 
 
@@ -176,3 +178,72 @@ def test_console_script_has_no_traceback(tmp_path):
                            str(tmp_path / "y")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"flaxsent convert: error: {tmp_path / 'x'}: no such folder"
+
+
+def test_force_replaces_only_an_empty_or_checkpoint_folder(capsys, tiny_hf, tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("not a checkpoint")
+    code, _, err = run(capsys, "convert", str(tiny_hf), str(mine), "--force")
+    assert_one_line_error(code, err, "neither empty nor a checkpoint folder")
+    assert (mine / "notes.txt").read_text() == "not a checkpoint"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run(capsys, "convert", str(tiny_hf), str(empty), "--force")[0] == 0
+    assert run(capsys, "export", str(empty), str(tmp_path / "hf"))[0] == 0
+    assert run(capsys, "export", str(empty), str(tmp_path / "hf"), "--force")[0] == 0
+
+
+@pytest.mark.parametrize("command", ["convert", "export"])
+@pytest.mark.parametrize("where", ["src", "parent"])
+def test_force_never_replaces_src_or_a_folder_holding_it(capsys, tiny_hf, tiny_flax, tmp_path,
+                                                         command, where):
+    src = tmp_path / "models" / "src"
+    shutil.copytree(tiny_hf if command == "convert" else tiny_flax, src)
+    if where == "parent":  # a checkpoint folder that holds SRC too
+        shutil.copy(src / "config.json", src.parent / "config.json")
+        shutil.copy(tiny_flax / "flax_model.safetensors", src.parent)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    dst = src if where == "src" else src.parent
+    code, _, err = run(capsys, command, str(src), str(dst), "--force")
+    assert_one_line_error(code, err, "is the source folder or holds it")
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+def test_output_folder_has_the_normal_permissions(capsys, tiny_hf, tmp_path):
+    plain = tmp_path / "plain"
+    plain.mkdir()  # what any other program would create here under this umask
+    assert run(capsys, "convert", str(tiny_hf), str(tmp_path / "out"))[0] == 0
+    assert (tmp_path / "out").stat().st_mode == plain.stat().st_mode
+
+
+def test_a_failed_swap_brings_the_old_folder_back(capsys, tiny_hf, tmp_path, monkeypatch):
+    import os
+    dst = tmp_path / "out"
+    assert run(capsys, "convert", str(tiny_hf), str(dst))[0] == 0
+    before = {p.name: p.read_bytes() for p in dst.iterdir()}
+    rename = os.rename
+
+    def failing(a, b, *args, **kwargs):
+        if ".out.tmp-" in str(a):  # the new folder moving into place
+            raise OSError(5, "Input/output error")
+        return rename(a, b, *args, **kwargs)
+    monkeypatch.setattr(os, "rename", failing)
+    code, _, err = run(capsys, "convert", str(tiny_hf), str(dst), "--force", "--dtype",
+                       "bfloat16")
+    assert_one_line_error(code, err, "Input/output error")
+    assert {p.name: p.read_bytes() for p in dst.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # nothing left beside it
+
+
+@pytest.mark.parametrize("dtype", ["float8_e4m3fn", "int8", "complex64"])
+def test_a_bin_tensor_of_an_unusable_dtype_is_one_line(capsys, tmp_path, dtype):
+    import torch
+    src = tmp_path / "src"
+    model = build_hf_checkpoint(src, fmt="bin")
+    state = model.state_dict()
+    state["classifier.weight"] = state["classifier.weight"].to(getattr(torch, dtype))
+    torch.save(state, src / "pytorch_model.bin")
+    code, _, err = run(capsys, "convert", str(src), str(tmp_path / "out"))
+    assert_one_line_error(code, err, f"classifier.weight.*{dtype}")
+    assert not (tmp_path / "out").exists()

@@ -10,6 +10,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -49,10 +50,10 @@ def cli(argv: list[str]) -> int:
     return args.func(args)
 
 
-def subprocess_cli(argv: list[str], **kwargs) -> subprocess.Popen:
+def subprocess_cli(argv: list[str], prelude: str = "", **kwargs) -> subprocess.Popen:
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT),
            **kwargs.pop("env", {})}
-    return subprocess.Popen([sys.executable, "-c", CLI, "predict", *argv], env=env,
+    return subprocess.Popen([sys.executable, "-c", prelude + CLI, "predict", *argv], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
 
 
@@ -267,6 +268,7 @@ def test_resume_csv_and_refuse_parquet(clf, tiny_flax, tmp_path):
     lines = full.read_bytes().splitlines(keepends=True)
     # header + 25 rows + a torn row: the resume restarts at the window boundary, row 20
     part.write_bytes(b"".join(lines[:26]) + lines[26][:5])
+    shutil.copy(f"{full}{predict.RUN_SUFFIX}", f"{part}{predict.RUN_SUFFIX}")  # the same run
     result = predict.predict_file(clf, str(src), str(part), resume=True, chunk_size=7,
                                   progress=False)
     assert result.resumed_from == 20 and result.written == 30
@@ -296,3 +298,219 @@ def test_freed_big_blocks_go_back_to_the_os(clf, tmp_path):
     held = _rss_mib()
     del block
     assert held - _rss_mib() > 20, "a freed 24 MiB block stayed resident"
+
+
+@pytest.mark.parametrize("on_error", ["fail", "skip"])
+def test_a_non_finite_logit_is_an_error_naming_the_line_never_a_record(tiny_flax, tmp_path,
+                                                                       on_error):
+    from .test_classifier import poisoned
+    clf = poisoned(tiny_flax, "awful")  # window 4
+    lines = ["good fun", "great film", "fine", "dull", "the end", "fun", "awful plot", "bad"]
+    src = tmp_path / "in.txt"
+    src.write_text("".join(t + "\n" for t in lines))
+    out = tmp_path / "out.jsonl"
+    with pytest.raises(FlaxsentError, match=r"in\.txt, line 7: the model gave non-finite logits"
+                                            r".*the 4 row\(s\) before it are in"):
+        predict.predict_file(clf, str(src), str(out), chunk_size=1, on_error=on_error,
+                             progress=False)
+    assert read_output(out) == clf(lines[:4])  # the rows before it, all finite
+
+
+def _peak_rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="Linux /proc only")
+def test_a_huge_line_is_predicted_in_bounded_memory_and_counted_truncated(clf, tmp_path):
+    src = tmp_path / "in.txt"
+    line = "the movie was great , but the plot was dull ! " * 500_000  # 23 MB
+    src.write_text("fine\n" + line + "\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    Path("/proc/self/clear_refs").write_text("5")  # restart the peak (VmHWM) here
+    start = _peak_rss_mib()
+    predict.predict_file(clf, str(src), str(out), progress=False)
+    grew = _peak_rss_mib() - start
+    assert clf.last_run.n_truncated == 1
+    assert read_output(out) == clf(["fine", line])
+    assert grew < 250, f"peak RSS grew {grew:.0f} MiB for a 23 MB line"  # whole: gigabytes
+
+
+@pytest.mark.parametrize("fault", ["drops the last result", "stops reading early"])
+def test_a_short_output_is_an_internal_error_never_a_success(clf, tmp_path, monkeypatch,
+                                                             fault):
+    """A classifier that loses rows (a bug) must not leave a short output behind a success."""
+    src = tmp_path / "in.txt"
+    src.write_text("".join(t + "\n" for t in texts(30, seed=11)))
+    stream_logits = clf.stream_logits
+
+    def lossy(texts):
+        if fault == "stops reading early":
+            import itertools
+            texts = itertools.islice(texts, 20)
+        rows = list(stream_logits(texts))
+        yield from rows[:-1] if fault == "drops the last result" else rows
+    monkeypatch.setattr(clf, "stream_logits", lossy)
+    with pytest.raises(RuntimeError, match="internal error: .* please report"):
+        predict.predict_file(clf, str(src), str(tmp_path / "out.jsonl"), progress=False)
+
+
+@pytest.mark.parametrize("fmt_in", ["csv", "jsonl"])
+@pytest.mark.parametrize("fmt_out", ["csv", "parquet"])
+def test_a_first_chunk_of_bad_rows_does_not_fix_the_columns(clf, tmp_path, fmt_in, fmt_out):
+    """The columns come from the input's header (JSONL: the first good row), never from a
+    first chunk that holds only error records without the carried columns."""
+    src = tmp_path / f"in.{fmt_in}"
+    write_input(src, [{"id": f"r{i}", "text": t} for i, t in enumerate(texts(12, seed=12))])
+    lines = src.read_bytes().splitlines(keepends=True)
+    first = 1 if fmt_in == "csv" else 0  # the header
+    for i in (first, first + 1, first + 2):
+        lines[i] = b"\xff\xfe not UTF-8\n"
+    src.write_bytes(b"".join(lines))
+    outputs = []
+    for chunk_size in (2, 1024):
+        out = tmp_path / f"out-{chunk_size}.{fmt_out}"
+        result = predict.predict_file(clf, str(src), str(out), on_error="skip",
+                                      chunk_size=chunk_size, progress=False)
+        assert result.written == 12 and result.skipped_errors == 3
+        outputs.append(read_output(out))
+    assert outputs[0] == outputs[1]
+    assert [r["id"] for r in outputs[0][3:]] == [f"r{i}" for i in range(3, 12)]
+
+
+def test_a_parquet_write_that_fails_is_one_clear_error(clf, tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
+    src = tmp_path / "in.txt"
+    src.write_text("".join(t + "\n" for t in texts(20, seed=13)))
+
+    def full(*_, **__):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", full)
+    with pytest.raises(FlaxsentError, match="cannot write .*out.parquet.*No space left"):
+        predict.predict_file(clf, str(src), str(tmp_path / "out.parquet"), progress=False)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_FSIZE as Linux applies it")
+def test_a_full_disk_is_one_line_and_resume_continues(tiny_flax, tmp_path):
+    """RLIMIT_FSIZE stands in for a full disk: writes past it fail with EFBIG."""
+    window = Classifier.from_pretrained(tiny_flax).window
+    src = tmp_path / "in.txt"
+    src.write_text("".join(t + "\n" for t in texts(2 * window + 50, seed=14)))
+    full, cut = tmp_path / "full.jsonl", tmp_path / "cut.jsonl"
+    common = ["--model", str(tiny_flax), str(src), "--chunk-size", "100", "--no-progress"]
+    reference = subprocess_cli([*common, "-o", str(full)])  # warms the compilation cache too
+    _, err = reference.communicate(timeout=300)
+    assert reference.returncode == 0, err.decode()
+    limit = len(full.read_bytes()) * 2 // 3  # past the first window, short of the end
+    small_disk = f"import resource as r; r.setrlimit(r.RLIMIT_FSIZE, ({limit}, {limit})); "
+    proc = subprocess_cli([*common, "-o", str(cut)], prelude=small_disk)
+    _, err = proc.communicate(timeout=300)
+    err = err.decode()
+    assert proc.returncode == 2, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "File too large" in err and "--resume" in err
+    kept = cut.read_bytes()
+    assert full.read_bytes().startswith(kept) and window < kept.count(b"\n")
+    resumed = subprocess_cli([*common, "-o", str(cut), "--resume"])
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err.decode()
+    assert cut.read_bytes() == full.read_bytes()
+
+
+def _stopped_run(tiny_flax, tmp_path) -> tuple[Path, Path, Path, bytes]:
+    """A model folder, a JSONL input of 20 rows, and its output as a run killed after 9 rows
+    leaves it (the run's record beside it); returns (model, input, output, reference)."""
+    model = tmp_path / "model"
+    shutil.copytree(tiny_flax, model)
+    src = tmp_path / "in.jsonl"
+    write_input(src, [{"id": i, "text": t} for i, t in enumerate(texts(20, seed=16))])
+    out = tmp_path / "out.jsonl"
+    clf4 = Classifier.from_pretrained(model, window=4)
+    predict.predict_file(clf4, str(src), str(out), chunk_size=4, progress=False)
+    reference = out.read_bytes()
+    out.write_bytes(b"".join(reference.splitlines(keepends=True)[:9]))
+    return model, src, out, reference
+
+
+@pytest.mark.parametrize("change, what", [
+    ("input longer", "input (head_sha256, mtime_ns, size changed)"),
+    ("input edited", "input (head_sha256, mtime_ns changed)"),
+    ("model", "model (config_sha256, path changed)"),
+    ("weights", "model (weights changed)"),
+    ("top_k", "top_k: 1 -> None"),
+    ("logits", "logits: False -> True"),
+    ("max_length", "max_length: 64 -> 16"),
+    ("dtype", "dtype: 'float32' -> 'bfloat16'"),
+    ("text_column", "text_column: None -> 'id'"),
+    ("input_format", "input_format: None -> 'jsonl'"),
+    ("on_error", "on_error: 'fail' -> 'skip'"),
+    ("window", "window: 4 -> 8"),
+])
+def test_resume_refuses_to_continue_another_run(tiny_flax, tmp_path, change, what):
+    """Regression (issue 9, item 2): --resume mixed another input, model or options into one
+    output without a word."""
+    model, src, out, _ = _stopped_run(tiny_flax, tmp_path)
+    load: dict = {"window": 4}
+    options: dict = {}
+    if change == "input longer":
+        src.write_text(src.read_text() + json.dumps({"id": 20, "text": "and more"}) + "\n")
+    elif change == "input edited":
+        src.write_text(src.read_text().replace('"id": 0', '"id": 9'))
+    elif change == "model":  # another model: its own folder and labels
+        other = tmp_path / "other"
+        shutil.copytree(model, other)
+        config = json.loads((other / "config.json").read_text())
+        config["id2label"] = {"0": "BAD", "1": "GOOD"}
+        config["label2id"] = {"BAD": 0, "GOOD": 1}
+        (other / "config.json").write_text(json.dumps(config))
+        model = other
+    elif change == "weights":  # the weights replaced in place
+        weights = next(model.glob("*.safetensors"))
+        os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    elif change in ("max_length", "dtype", "window"):
+        load[change] = {"max_length": 16, "dtype": "bfloat16", "window": 8}[change]
+    else:
+        options = {"top_k": {"top_k": None}, "logits": {"logits": True},
+                   "text_column": {"text_column": "id"}, "input_format": {"input_fmt": "jsonl"},
+                   "on_error": {"on_error": "skip"}}[change]
+    before = out.read_bytes()
+    clf = Classifier.from_pretrained(model, **load)
+    with pytest.raises(FlaxsentError, match="--resume: .*out.jsonl was written by another run") \
+            as caught:
+        predict.predict_file(clf, str(src), str(out), resume=True, progress=False, **options)
+    assert what in str(caught.value) and "--force" in str(caught.value)
+    assert out.read_bytes() == before  # untouched: not even trimmed
+
+
+def test_resume_of_the_same_run_goes_on_and_a_missing_record_is_refused(tiny_flax, tmp_path,
+                                                                        capsys):
+    model, src, out, reference = _stopped_run(tiny_flax, tmp_path)
+    clf4 = Classifier.from_pretrained(model, window=4)
+    # the chunk size is only the write size: another one continues the same run
+    result = predict.predict_file(clf4, str(src), str(out), resume=True, chunk_size=3,
+                                  progress=False)
+    assert result.resumed_from == 8 and out.read_bytes() == reference
+    Path(f"{out}{predict.RUN_SUFFIX}").unlink()
+    with pytest.raises(FlaxsentError, match="no .*out.jsonl.run.json records the run"):
+        predict.predict_file(clf4, str(src), str(out), resume=True, progress=False)
+    # on the command line: one line, exit 2
+    predict.predict_file(clf4, str(src), str(out), force=True, progress=False)
+    from flaxsent.cli import main
+    capsys.readouterr()
+    assert main(["predict", "--model", str(model), str(src), "-o", str(out), "--resume",
+                 "--no-progress"]) == 2  # the CLI's window is not 4
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "window: 4 -> 4096" in err, err
+
+
+def test_csv_output_neutralises_formulas_unless_told_not_to(tiny_flax, tmp_path):
+    """Regression (issue 9, item 11): a carried-through `=...` cell reached the CSV verbatim."""
+    src = tmp_path / "in.csv"
+    write_input(src, [{"id": "=HYPERLINK(\"http://evil\")", "text": "good fun"},
+                      {"id": "-3", "text": "bad film"}, {"id": "@x", "text": "fine"}])
+    for flag, want in (([], ["'=HYPERLINK(\"http://evil\")", "-3", "'@x"]),
+                       (["--no-csv-safe"], ["=HYPERLINK(\"http://evil\")", "-3", "@x"])):
+        out = tmp_path / f"out{len(flag)}.csv"
+        assert cli(["--model", str(tiny_flax), str(src), "-o", str(out), "--no-progress",
+                    *flag]) == 0
+        assert [r["id"] for r in read_output(out)] == want

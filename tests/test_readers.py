@@ -319,3 +319,43 @@ def test_reading_streams_in_bounded_memory(tmp_path, ext, line):
         tracemalloc.stop()
     assert count == n
     assert peak < 2_000_000, f"peak Python allocations {peak} bytes: not streaming"
+
+
+# ------------------------------------------------------------------------ lines past the limit
+
+LONG = b"word " * 600  # 3000 bytes
+
+
+@pytest.mark.parametrize("ext, rows", [
+    ("txt", [b"good fun\n", LONG + b"\n", b"bad film\n"]),
+    ("jsonl", [b'{"text": "good fun"}\n', b'{"text": "' + LONG + b'"}\n',
+               b'{"text": "bad film"}\n']),
+    ("tsv", [b"text\n", b"good fun\n", LONG + b"\n", b"bad film\n"]),
+    # the long line holds quotes and commas, and the field it starts goes on to the next line
+    ("csv", [b"id,text\n", b'1,good fun\n', b'2,"' + LONG + b'"",, "" ,' + LONG + b'\n',
+             b' the field ends here",x\n', b'3,bad film\n']),
+])
+def test_a_line_past_the_limit_is_a_bad_row_and_the_rest_is_read(tmp_path, monkeypatch, ext,
+                                                                  rows):
+    import flaxsent.readers as readers
+    monkeypatch.setattr(readers, "MAX_LINE_BYTES", 1000, raising=False)
+    path = _write(tmp_path / f"in.{ext}", b"".join(rows))
+    records = _read(path)
+    assert [r.text for r in records] == ["good fun", None, "bad film"]
+    assert "longer than 1000 bytes" in records[1].error
+    first = 2 if ext in ("csv", "tsv") else 1
+    assert [r.line for r in records] == [first, first + 1, len(rows)]
+
+
+def test_a_line_past_the_limit_is_never_held_whole(tmp_path, monkeypatch):
+    import flaxsent.readers as readers
+    monkeypatch.setattr(readers, "MAX_LINE_BYTES", 1 << 20, raising=False)
+    path = _write(tmp_path / "in.txt", b"ok\n" + b"x" * (40 << 20) + b"\nok\n")
+    tracemalloc.start()
+    try:
+        records = _read(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert _texts(records) == ["ok", None, "ok"]
+    assert peak < 8 << 20, f"peak Python allocations {peak} bytes"

@@ -391,3 +391,44 @@ def test_copy_tokenizer_files(tmp_path, with_json, uncased):
     assert "tokenizer.json" in copy_tokenizer_files(with_json, tmp_path / "b")
     assert copy_tokenizer_files(tmp_path / "a", tmp_path / "a") == copied  # onto itself: no-op
     assert copy_tokenizer_files(tmp_path / "empty", tmp_path / "c") == []
+
+
+def _vm_hwm_mib() -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+
+
+@pytest.mark.parametrize("max_length", [16, 512])
+def test_texts_past_the_character_budget_give_the_whole_texts_ids(uncased, uncased_pair,
+                                                                  max_length):
+    from flaxsent.tokenizer import CHAR_BUDGET
+    _, hf = uncased_pair
+    ours = TextTokenizer.from_folder(uncased, max_length=max_length)
+    rng = random.Random(max_length)
+    words = [w for w in WORDS if not w.startswith("##")]
+    texts = [
+        " ".join(rng.choice(words) for _ in range(CHAR_BUDGET // 3)),  # plain words
+        # words of 150 letters are one [UNK] each: the budget's prefix has too few tokens and
+        # must grow before it holds max_length of them
+        " ".join("x" * 150 for _ in range(3 * CHAR_BUDGET // 151)),
+        "y" * (CHAR_BUDGET + 10) + " the end",  # no boundary at all in the prefix
+        "[MASK]" * (CHAR_BUDGET // 6 + 50),  # added tokens across the prefix's end
+    ]
+    assert all(len(t) > CHAR_BUDGET for t in texts)
+    ids, lengths = ours.encode_batch(texts)
+    assert ids == _hf_ids(hf, texts, max_length)
+    assert all(max_length < n <= m for n, m in zip(lengths, _hf_untruncated_lengths(hf, texts),
+                                                   strict=True) if n > max_length)
+    with pytest.raises(ValueError, match="text 0 is at least .* tokens long"):
+        ours.encode_batch(texts[:1], truncation=False)
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="Linux /proc only")
+def test_a_huge_text_is_not_tokenized_whole(uncased_pair):
+    ours, _ = uncased_pair
+    text = "the movie was great , " * (1 << 20)  # 23 MB of words
+    Path("/proc/self/clear_refs").write_text("5")  # restart the peak (VmHWM) here
+    start = _vm_hwm_mib()
+    ids, lengths = ours.encode_batch([text])
+    assert len(ids[0]) == 512 and lengths[0] > 512
+    assert _vm_hwm_mib() - start < 100  # whole, it takes gigabytes

@@ -203,3 +203,34 @@ def test_trim_to_the_last_multiple_of_align(tmp_path, fmt):
     with open_writer(str(path), append=True) as writer:
         writer.write_chunk([{"i": 0, "text": "again"}])
     assert trim_for_resume(str(path)) == 1
+
+
+FORMULAS = {  # cell -> as a safe CSV writes it (OWASP's CSV injection starts; numbers stay)
+    "=1+2": "'=1+2", "+1+1": "'+1+1", "-2+3": "'-2+3", "@SUM(A1:A2)": "'@SUM(A1:A2)",
+    "\tx": "'\tx", "\rx": "'\rx", "=HYPERLINK(\"http://x\")": "'=HYPERLINK(\"http://x\")",
+    "-0.5": "-0.5", "+3": "+3", "-1e-5": "-1e-5", "plain": "plain", "'=kept": "'=kept",
+    "a=b": "a=b", "": "",
+}
+
+
+@pytest.mark.parametrize("safe", [True, False])
+def test_csv_cells_that_would_run_as_formulas_are_neutralised(tmp_path, safe):
+    """Regression (issue 9, item 11): carried-through cells were written verbatim, so a
+    spreadsheet opening the output ran `=...` cells as formulas."""
+    import csv
+    path = tmp_path / "out.csv"
+    rows = [{"=cmd|' /C calc'!A0": cell, "label": "-1+1", "score": -0.25} for cell in FORMULAS]
+    with open_writer(str(path), csv_safe=safe) as writer:
+        writer.write_chunk(rows)
+    with open(path, newline="", encoding="utf-8") as f:
+        got = list(csv.reader(f))
+    if safe:
+        assert got[0] == ["'=cmd|' /C calc'!A0", "label", "score"]
+        assert [r[0] for r in got[1:]] == list(FORMULAS.values())
+        assert {r[1] for r in got[1:]} == {"'-1+1"} and {r[2] for r in got[1:]} == {"-0.25"}
+    else:
+        assert got[0][0] == "=cmd|' /C calc'!A0" and [r[0] for r in got[1:]] == list(FORMULAS)
+    # appending (--resume) reads the neutralised header back as the names it stands for
+    with open_writer(str(path), append=True, csv_safe=safe) as writer:
+        writer.write_chunk(rows[:1])
+    assert path.read_text(encoding="utf-8").count("cmd|") == 1
