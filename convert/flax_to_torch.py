@@ -13,8 +13,6 @@ from .state_dict import flax_to_torch_state
 def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, *,
                       force: bool = False) -> list[str]:
     """Write a converted folder back out as an HF folder (model.safetensors, config, tokenizer)."""
-    from safetensors.numpy import save_file
-
     from flaxsent.tokenizer import copy_tokenizer_files
     folder = ckpt.resolve_source(src)
     if ckpt.checkpoint_kind(folder) != "flax":
@@ -24,6 +22,6 @@ def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, *,
     state = flax_to_torch_state(ckpt.load_flax_params(folder), cfg)
     with ckpt.atomic_output_dir(dst, force=force, source=folder) as out:
         cfg.save_json(out / ckpt.CONFIG)
-        save_file(state, str(out / ckpt.TORCH_SAFETENSORS), metadata={"format": "pt"})
+        ckpt.write_safetensors(out / ckpt.TORCH_SAFETENSORS, state, {"format": "pt"})
         written = [ckpt.CONFIG, ckpt.TORCH_SAFETENSORS, *copy_tokenizer_files(folder, out)]
     return written

@@ -7,10 +7,13 @@ imports this module), so `load_model` takes either kind of folder.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import os
 import re
 import secrets
 import shutil
+import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -177,12 +180,30 @@ def _read_torch_bin(path: Path) -> dict[str, np.ndarray]:
 
 def save_flax_checkpoint(folder: Path, cfg: DistilBertConfig, params: Params) -> None:
     """Write config.json and flax_model.safetensors into an existing folder."""
-    from safetensors.numpy import save_file
     cfg.save_json(folder / CONFIG)
     arrays = {k: np.ascontiguousarray(v) for k, v in sorted(params.items())}
     dtypes = sorted({str(v.dtype) for v in arrays.values()})
-    save_file(arrays, str(folder / FLAX_WEIGHTS),
-              metadata={"format": "flaxsent", "dtype": ",".join(dtypes)})
+    write_safetensors(folder / FLAX_WEIGHTS, arrays,
+                      {"format": "flaxsent", "dtype": ",".join(dtypes)})
+
+
+def write_safetensors(path: Path, arrays: Mapping[str, np.ndarray],
+                      metadata: dict[str, str]) -> None:
+    """safetensors' save_file, whose write errors (a full disk) become a CheckpointError: its
+    Rust writer raises SafetensorError, not OSError."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import save_file
+    try:
+        save_file(dict(arrays), str(path), metadata=metadata)
+    except (SafetensorError, OSError) as e:
+        reason = getattr(e, "strerror", None) or _io_reason(str(e))
+        raise CheckpointError(f"cannot write {path}: {reason}") from None
+
+
+def _io_reason(message: str) -> str:
+    """The OS's words inside a Rust IoError message (`... message: "File too large" ...`)."""
+    found = re.search(r'message: "([^"]+)"', message)
+    return found.group(1) if found else message.splitlines()[0]
 
 
 def load_flax_params(folder: Path) -> Params:
@@ -237,6 +258,28 @@ def _sibling(dst: Path, kind: str) -> Path:
     return dst.parent / f".{dst.name}.{kind}-{secrets.token_hex(8)}"
 
 
+_RENAME_EXCHANGE = 2  # linux/fs.h
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux renameat2 RENAME_EXCHANGE); False where the
+    system or file system cannot, so the caller falls back to two renames."""
+    if sys.platform != "linux":
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:  # glibc before 2.28, musl
+        return False
+    done = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    if done == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):  # not offered here
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
 @contextlib.contextmanager
 def atomic_output_dir(dst: str | os.PathLike, force: bool = False, *,
                       source: Path | None = None) -> Iterator[Path]:
@@ -264,7 +307,9 @@ def atomic_output_dir(dst: str | os.PathLike, force: bool = False, *,
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     try:
-        if replacing:
+        if replacing and _exchange(tmp, dst):  # one atomic step: a kill leaves old or new
+            shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old folder
+        elif replacing:  # no renameat2: two renames, the old folder back if the second fails
             old = _sibling(dst, "old")
             os.rename(dst, old)
             try:

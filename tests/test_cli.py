@@ -217,8 +217,12 @@ def test_output_folder_has_the_normal_permissions(capsys, tiny_hf, tmp_path):
     assert (tmp_path / "out").stat().st_mode == plain.stat().st_mode
 
 
-def test_a_failed_swap_brings_the_old_folder_back(capsys, tiny_hf, tmp_path, monkeypatch):
+@pytest.mark.parametrize("swap", ["exchange", "two renames"])
+def test_a_failed_swap_brings_the_old_folder_back(capsys, tiny_hf, tmp_path, monkeypatch, swap):
+    """Linux swaps in one renameat2(RENAME_EXCHANGE); elsewhere two renames, undone on failure."""
     import os
+
+    from flaxsent import checkpoint
     dst = tmp_path / "out"
     assert run(capsys, "convert", str(tiny_hf), str(dst))[0] == 0
     before = {p.name: p.read_bytes() for p in dst.iterdir()}
@@ -228,7 +232,14 @@ def test_a_failed_swap_brings_the_old_folder_back(capsys, tiny_hf, tmp_path, mon
         if ".out.tmp-" in str(a):  # the new folder moving into place
             raise OSError(5, "Input/output error")
         return rename(a, b, *args, **kwargs)
-    monkeypatch.setattr(os, "rename", failing)
+
+    def failing_exchange(a, b):
+        raise OSError(5, "Input/output error", str(b))
+    if swap == "exchange":
+        monkeypatch.setattr(checkpoint, "_exchange", failing_exchange)
+    else:
+        monkeypatch.setattr(checkpoint, "_exchange", lambda a, b: False)
+        monkeypatch.setattr(os, "rename", failing)
     code, _, err = run(capsys, "convert", str(tiny_hf), str(dst), "--force", "--dtype",
                        "bfloat16")
     assert_one_line_error(code, err, "Input/output error")
