@@ -258,3 +258,15 @@ def test_a_bin_tensor_of_an_unusable_dtype_is_one_line(capsys, tmp_path, dtype):
     code, _, err = run(capsys, "convert", str(src), str(tmp_path / "out"))
     assert_one_line_error(code, err, f"classifier.weight.*{dtype}")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
+def test_predict_into_an_unwritable_place_is_one_line(capsys, tiny_flax, tmp_path, fmt):
+    """A path under a regular file stands in for an unwritable folder (root ignores modes)."""
+    src = tmp_path / "in.txt"
+    src.write_text("a fine film\n")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, _, err = run(capsys, "predict", "--model", str(tiny_flax), str(src), "-o",
+                       str(blocker / f"out.{fmt}"), "--no-progress")
+    assert_one_line_error(code, err, "Not a directory")
