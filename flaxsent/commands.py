@@ -74,7 +74,9 @@ def run_predict(args: argparse.Namespace) -> int:
     note = f" ({result.skipped_errors} bad row(s) as error records)" if result.skipped_errors \
         else ""
     resumed = f", after {result.resumed_from} kept" if result.resumed_from else ""
-    print(f"predicted {result.written} record(s){resumed} -> {output or 'stdout'}{note}",
+    cut = f"; {result.truncated} text(s) truncated to {clf.tokenizer.max_length} tokens" \
+        if result.truncated else ""
+    print(f"predicted {result.written} record(s){resumed} -> {output or 'stdout'}{note}{cut}",
           file=sys.stderr)
     return 0
 

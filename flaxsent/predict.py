@@ -57,6 +57,7 @@ class PredictResult:
     written: int = 0
     resumed_from: int = 0
     skipped_errors: int = 0
+    truncated: int = 0  # texts cut to the model's max length (this call)
     output: str | None = None
 
 
@@ -330,6 +331,7 @@ def predict_file(clf: Classifier, input_path: str, output: str | None, *,
         else:
             writer.close()
     result.written = writer.rows_written
+    result.truncated = clf.last_run.n_truncated
     kept = f"; the {done + result.written} row(s) before it are in {output}" \
         if output not in (None, STDIO) else ""
     if broken:

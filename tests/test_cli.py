@@ -2,6 +2,7 @@
 nothing half-written."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -270,3 +271,12 @@ def test_predict_into_an_unwritable_place_is_one_line(capsys, tiny_flax, tmp_pat
     code, _, err = run(capsys, "predict", "--model", str(tiny_flax), str(src), "-o",
                        str(blocker / f"out.{fmt}"), "--no-progress")
     assert_one_line_error(code, err, "Not a directory")
+
+
+def test_predict_says_how_many_texts_it_truncated(capsys, tiny_flax, tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_text("a fine film\n" + "good " * 5000 + "\n")
+    code, _, err = run(capsys, "predict", "--model", str(tiny_flax), str(src), "-o",
+                       str(tmp_path / "out.jsonl"), "--no-progress")
+    assert code == 0, err
+    assert re.search(r"predicted 2 record\(s\) .*; 1 text\(s\) truncated to \d+ tokens", err), err

@@ -329,9 +329,9 @@ def test_a_huge_line_is_predicted_in_bounded_memory_and_counted_truncated(clf, t
     out = tmp_path / "out.jsonl"
     Path("/proc/self/clear_refs").write_text("5")  # restart the peak (VmHWM) here
     start = _peak_rss_mib()
-    predict.predict_file(clf, str(src), str(out), progress=False)
+    result = predict.predict_file(clf, str(src), str(out), progress=False)
     grew = _peak_rss_mib() - start
-    assert clf.last_run.n_truncated == 1
+    assert clf.last_run.n_truncated == 1 and result.truncated == 1
     assert read_output(out) == clf(["fine", line])
     assert grew < 250, f"peak RSS grew {grew:.0f} MiB for a 23 MB line"  # whole: gigabytes
 
