@@ -13,6 +13,7 @@ every input row 0..N-1 is present exactly once.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -21,11 +22,12 @@ from typing import Any
 
 from .errors import FlaxsentError
 from .readers import STDIO
-from .writers import ChunkedOutput, open_writer, output_format
+from .writers import PARTIAL_SUFFIX, ChunkedOutput, ParquetWriter, open_writer, output_format
 
 ROW_FIELD = "_row"
 MANIFEST_SUFFIX = ".manifest.json"
 DONE_SUFFIX = ".done.json"  # beside each part: written last, when the part is complete
+MERGING_SUFFIX = ".merging"  # beside a merge output while it is written
 
 
 class ShardError(FlaxsentError):
@@ -218,8 +220,12 @@ def merge_parts(manifest_path: str, output: str | None, *, force: bool = False,
             raise ShardError(f"the parts were written with different options ({key} differ): "
                              "they do not belong to one run; rerun them all with --force")
     fmt = output_format(output)
+    to_file = output not in (None, STDIO)
+    # a file output is written beside it and moved into place whole: a merge that fails or is
+    # killed leaves no partial output behind, so a rerun needs no --force
+    target = f"{output}{MERGING_SUFFIX}" if to_file else output
     files = [open(p, "rb") for p in paths]
-    writer = open_writer(output, fmt, csv_safe=csv_safe)
+    writer = open_writer(target, fmt, csv_safe=csv_safe)
     uniform = fmt in ("csv", "parquet")
     columns = layout["columns"] if uniform else None
     # as one process: a fixed-column output holds its first chunk for a good row
@@ -227,6 +233,7 @@ def merge_parts(manifest_path: str, output: str | None, *, force: bool = False,
                            hold=fmt == "parquet" or (uniform and columns is None))
     lines = [0] * n  # lines read from each part
     i = 0
+    ok = False
     try:
         while i < total:
             part = (i // block) % n
@@ -263,8 +270,21 @@ def merge_parts(manifest_path: str, output: str | None, *, force: bool = False,
             raise ShardError(f"{', '.join(extra)} go(es) on past the {total} input rows: the "
                              "parts do not belong to one run")
         chunks.flush()
+        ok = True
     finally:
-        writer.close()
         for f in files:
             f.close()
+        if ok:
+            writer.close()
+            if to_file:
+                os.replace(target, output)
+        else:  # the partial merge goes; the parts stay as they were
+            if isinstance(writer, ParquetWriter):
+                writer.close(keep_partial=True)
+            else:
+                writer.close()
+            if to_file:
+                for leftover in (target, target + PARTIAL_SUFFIX):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.remove(leftover)
     return writer.rows_written

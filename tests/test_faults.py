@@ -322,10 +322,10 @@ def test_merge_killed_at_random_chunks_then_rerun_gives_the_single_run_output(
     for k in sorted(rng.sample(range(1, rows // 1024 + 1), 2)):  # the merge writes 1024 a chunk
         merged = tmp_path / f"merged-{k}.jsonl"
         killed(run_cli(["predict", "--merge", manifest, "-o", str(merged)], fault=f"fsync:{k}"))
-        kept = merged.read_bytes()
+        assert not merged.exists()  # the merge is written beside the output, moved in whole
+        kept = Path(str(merged) + ".merging").read_bytes()
         assert want.startswith(kept) and kept.count(b"\n") == 1024 * k
-        again = run_cli(["predict", "--merge", manifest, "-o", str(merged)])
-        assert "--force" in one_line_error(again)  # a rerun never takes a half merge as done
-        again = run_cli(["predict", "--merge", manifest, "-o", str(merged), "--force"])
+        again = run_cli(["predict", "--merge", manifest, "-o", str(merged)])  # no --force
         assert again.returncode == 0, again.stderr.decode()
         assert merged.read_bytes() == want
+        assert sorted(p.name for p in tmp_path.glob(f"merged-{k}*")) == [merged.name]

@@ -108,8 +108,10 @@ def test_two_process_distributed_run_merges_to_single_process_output(tiny_flax, 
     assert merged.read_bytes() == single.read_bytes()
 
 
-@pytest.mark.parametrize("damage", [b"{not json\n", b'{"_row": 1, "label": "\xff"}\n'])
-def test_a_corrupt_line_in_a_part_is_one_clear_error(clf, tmp_path, capsys, damage):
+@pytest.mark.parametrize(("damage", "ext"), [(b"{not json\n", "jsonl"),
+                                             (b'{"_row": 1, "label": "\xff"}\n', "parquet")])
+def test_a_corrupt_line_in_a_part_is_one_clear_error(clf, tmp_path, capsys, damage, ext):
+    """...and the failed merge leaves no output, not even a partial one beside it."""
     src = tmp_path / "in.txt"
     src.write_text("".join(t + "\n" for t in texts(200, seed=8)))
     out = tmp_path / "o.jsonl"
@@ -124,10 +126,11 @@ def test_a_corrupt_line_in_a_part_is_one_clear_error(clf, tmp_path, capsys, dama
     part1.write_bytes(b"".join(lines))
     from flaxsent.cli import main
     capsys.readouterr()
-    assert main(["predict", "--merge", manifest, "-o", str(tmp_path / "m.jsonl")]) == 2
+    assert main(["predict", "--merge", manifest, "-o", str(tmp_path / f"m.{ext}")]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert "o.jsonl.part-1-of-2, line 4: not a predict record" in err
+    assert not list(tmp_path.glob("m.*"))
 
 
 def _two_parts_of_eight(tiny_flax, tmp_path) -> tuple[Classifier, Path, Path, list[shards.Shard]]:
