@@ -115,10 +115,7 @@ def test_a_corrupt_line_in_a_part_is_one_clear_error(clf, tmp_path, capsys, dama
     src = tmp_path / "in.txt"
     src.write_text("".join(t + "\n" for t in texts(200, seed=8)))
     out = tmp_path / "o.jsonl"
-    parts = [shards.Shard(pid, 2, clf.window) for pid in (0, 1)]
-    for shard in parts:
-        predict.predict_file(clf, str(src), shard.part_path(str(out)), shard=shard,
-                             progress=False)
+    parts = _run_two_parts(clf, src, out)
     manifest = shards.write_manifest(str(out), parts[0], str(src))
     part1 = Path(parts[1].part_path(str(out)))
     lines = part1.read_bytes().splitlines(keepends=True)
@@ -139,11 +136,16 @@ def _two_parts_of_eight(tiny_flax, tmp_path) -> tuple[Classifier, Path, Path, li
     src = tmp_path / "in.txt"
     src.write_text("".join(t + "\n" for t in texts(8, seed=9)))
     out = tmp_path / "o.jsonl"
-    parts = [shards.Shard(pid, 2, clf4.window) for pid in (0, 1)]
+    return clf4, src, out, _run_two_parts(clf4, src, out)
+
+
+def _run_two_parts(clf: Classifier, src: Path, out: Path) -> list[shards.Shard]:
+    """Both processes' parts of a 2-process run over `src`, written as `predict` writes them."""
+    parts = [shards.Shard(pid, 2, clf.window) for pid in (0, 1)]
     for shard in parts:
-        predict.predict_file(clf4, str(src), shard.part_path(str(out)), shard=shard,
+        predict.predict_file(clf, str(src), shard.part_path(str(out)), shard=shard,
                              progress=False)
-    return clf4, src, out, parts
+    return parts
 
 
 @pytest.mark.parametrize("damage", ["empty", "missing", "stopped", "no-record",
