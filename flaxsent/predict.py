@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import FlaxsentError, NonFiniteLogitsError
-from .readers import STDIO, Record, count_records, read_records
+from .readers import STDIO, Record, read_records
+from .record_count import count_records
 from .shards import ROW_FIELD, Shard, record_done, withdraw_done
 from .writers import (
     ChunkedOutput,

@@ -98,7 +98,7 @@ def require_pyarrow(what: str) -> Any:
     return pq
 
 
-def _check_file(path: str) -> None:
+def check_input_file(path: str) -> None:
     """A clear error for a path that is missing or not a regular file."""
     p = Path(path)
     if not p.exists():
@@ -434,7 +434,7 @@ def read_records(path: str, text_column: str | None = None, fmt: str | None = No
     if start < 0:
         raise ValueError(f"start must be >= 0, got {start}")
     if path != STDIO:
-        _check_file(path)
+        check_input_file(path)
     kind = input_format(path, fmt)
     where = "stdin" if path == STDIO else repr(path)
     if kind == "parquet":
@@ -472,31 +472,3 @@ def read_records(path: str, text_column: str | None = None, fmt: str | None = No
             stream.close()
         raise
     return RecordReader(path, kind, records, stream, columns, column)
-
-
-def _count_lines(path: str) -> int:
-    """Lines in a file, a final line without a newline included, read in fixed-size chunks."""
-    n = 0
-    last = b"\n"
-    with open(path, "rb") as f:
-        while chunk := f.read(_READ_CHUNK):
-            n += chunk.count(b"\n")
-            last = chunk[-1:]
-    return n + (last != b"\n")
-
-
-def count_records(path: str, fmt: str | None = None) -> int | None:
-    """How many records `path` holds, for a progress bar: exact for txt and parquet, a line count
-    (an upper bound) for jsonl/csv/tsv, None for stdin."""
-    if path == STDIO:
-        return None
-    _check_file(path)
-    kind = input_format(path, fmt)
-    if kind == "parquet":
-        pq = require_pyarrow("reading parquet")
-        try:
-            return pq.ParquetFile(path).metadata.num_rows
-        except Exception:  # the reader reports it properly; a progress bar can do without
-            return None
-    n = _count_lines(path)
-    return max(n - 1, 0) if kind in ("csv", "tsv") else n

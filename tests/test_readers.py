@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from flaxsent.errors import FlaxsentError
-from flaxsent.readers import Record, RecordsError, count_records, read_records
+from flaxsent.readers import Record, RecordsError, read_records
+from flaxsent.record_count import count_records
 
 
 def _write(path: Path, data: bytes) -> str:
