@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from flaxsent.accelerators import pin_cpu_where_no_accelerator
 from flaxsent.errors import FlaxsentError
 
 from .strategies import NAMES
@@ -99,6 +100,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m flaxsent.bench`: user errors print one line and exit 2."""
+    pin_cpu_where_no_accelerator()
     parser = configure_parser(argparse.ArgumentParser(prog="python -m flaxsent.bench",
                                                       description=DESCRIPTION))
     args = parser.parse_args(argv)

@@ -24,6 +24,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from flaxsent.accelerators import pin_cpu_where_no_accelerator
+
 from .corpus import generate_corpus
 from .default_model import default_model_folder
 from .probe import run_child
@@ -178,6 +180,7 @@ def _version(name: str) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     """Measure and print the report (JSON and Markdown also written to --out when given)."""
+    pin_cpu_where_no_accelerator()
     parser = argparse.ArgumentParser(prog="python -m flaxsent.bench.dist_overhead")
     parser.add_argument("--model", default=None,
                         help="model folder (default: the embedded full-size random-weight one)")

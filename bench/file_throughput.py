@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from flaxsent.accelerators import pin_cpu_where_no_accelerator
+
 from .corpus import generate_corpus
 from .default_model import default_model_folder
 from .probe import run_child
@@ -53,6 +55,7 @@ def _predict_peak_rss(model: str, input_path: Path, cache_dir: str) -> dict[str,
 
 def main(argv: list[str] | None = None) -> int:
     """Measure and print a JSON report (also written to --out when given)."""
+    pin_cpu_where_no_accelerator()
     parser = argparse.ArgumentParser(prog="python -m flaxsent.bench.file_throughput")
     parser.add_argument("--model", default=None, help="model folder (default: embedded)")
     parser.add_argument("--lines", type=int, default=100_000, help="lines of the big file")

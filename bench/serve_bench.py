@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 
+from flaxsent.accelerators import pin_cpu_where_no_accelerator
 from flaxsent.errors import FlaxsentError
 
 from . import sysinfo
@@ -304,6 +305,7 @@ def _clients(value: str) -> tuple[int, ...]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the serving bench; user errors print one line and exit 2."""
+    pin_cpu_where_no_accelerator()
     p = argparse.ArgumentParser(prog="python -m flaxsent.bench.serve_bench",
                                 description=__doc__.splitlines()[0])
     p.add_argument("--model", default=None, help="HF PyTorch folder or Hub id (default: the "

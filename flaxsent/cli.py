@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import commands
+from .accelerators import pin_cpu_where_no_accelerator
 from .errors import FlaxsentError
 
 Command = Callable[[argparse.Namespace], int]
@@ -293,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one subcommand; user errors print one line and exit 2, never a traceback."""
+    pin_cpu_where_no_accelerator()
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
