@@ -29,6 +29,7 @@ from flaxsent.accelerators import pin_cpu_where_no_accelerator
 from .corpus import generate_corpus
 from .default_model import default_model_folder
 from .probe import run_child
+from .results_folder import write_record
 from .sysinfo import CpuContention, git_state, machine_info, machine_label, versions
 
 ENGINES = ("predict-txt", "beam", "predict-parquet", "ray")
@@ -232,8 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "dist_overhead.json").write_text(json.dumps(report, indent=2) + "\n")
-        (out / "dist_overhead.md").write_text(table + "\n")
+        write_record(out, "dist_overhead", report, table)
     return 0
 
 

@@ -29,6 +29,7 @@ from . import parity, report, sysinfo
 from .corpus import CORPUS_STATS_TARGET, generate_corpus, token_length_stats
 from .default_model import SEED, default_config, default_model_folder
 from .probe import add_probe_figures, probe_strategy
+from .results_folder import results_folder
 from .strategies import (
     FLAX_NAMES,
     NAMES,
@@ -242,11 +243,6 @@ def _command() -> str:
     return " ".join([program, *sys.argv[1:]])
 
 
-def _default_out() -> Path:
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    return Path("bench") / "results" / stamp
-
-
 def run_harness(opts: BenchOptions) -> BenchResult:
     """Run the whole benchmark and write results.json, results.md and chart.png."""
     from tqdm import tqdm
@@ -258,7 +254,7 @@ def run_harness(opts: BenchOptions) -> BenchResult:
     load_before = sysinfo.load_average()
     mode = _mode(opts)
     plan_strategies(opts, mode)  # bad options fail before any model loads
-    out_dir = Path(opts.out).expanduser() if opts.out else _default_out()
+    out_dir = results_folder(opts.out)
     if out_dir.exists() and not out_dir.is_dir():
         raise FlaxsentError(f"--out {out_dir}: exists and is not a folder")
     folder, model_info = _model_folder(opts)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 from .parity import BF16_MIN_ARGMAX, BF16_REL_MAX_ABS, FP32_MAX_ABS
+from .results_folder import write_record
 
 COLUMNS = ("strategy", "dtype", "dev", "runs (pass s)", "sent/s", "real tok/s", "pad eff",
            "compile cold / warm (s)", "first result cold / warm (s)", "peak RSS (MiB)",
@@ -289,8 +289,6 @@ def _jsonable(value: Any) -> Any:
 def write_reports(record: dict[str, Any], out_dir: Path) -> str:
     """Write results.json, results.md and chart.png into out_dir; return the stdout Markdown."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "results.json").write_text(json.dumps(_jsonable(record), indent=2) + "\n",
-                                          encoding="utf-8")
-    (out_dir / "results.md").write_text(results_md(record), encoding="utf-8")
+    write_record(out_dir, "results", _jsonable(record), results_md(record))
     chart(record, out_dir / "chart.png")
     return markdown(record)

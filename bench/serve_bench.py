@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
-import json
 import random
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from flaxsent.errors import FlaxsentError
 from . import sysinfo
 from .corpus import generate_corpus
 from .default_model import default_model_folder
+from .results_folder import results_folder, write_record
 from .serve_load import percentiles, run_level, server_process
 
 SERVERS = ("flaxsent", "pipeline")
@@ -267,8 +267,7 @@ def run_serve_bench(opts: ServeBenchOptions) -> dict[str, Any]:
         print(f"serve bench [{time.perf_counter() - began:5.0f} s]: {what}", file=sys.stderr)
 
     folder, model, texts = _model_and_texts(opts)
-    out = Path(opts.out) if opts.out else Path("bench") / "results" / \
-        dt.datetime.now(dt.timezone.utc).strftime("serve-%Y%m%dT%H%M%SZ")
+    out = results_folder(opts.out, "serve-")
     out.mkdir(parents=True, exist_ok=True)
     stage("direct Classifier calls")
     direct = direct_latency(folder, texts, opts.seed, budget_s=min(opts.duration_s, 20.0))
@@ -286,8 +285,7 @@ def run_serve_bench(opts: ServeBenchOptions) -> dict[str, Any]:
               "cpu_other_share": contention.other_share()}
     record["goals"] = goals(record)
     stage("done")
-    (out / "serve.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    (out / "serve.md").write_text(markdown(record) + "\n", encoding="utf-8")
+    write_record(out, "serve", record, markdown(record))
     chart(record, out / "serve.png")
     record["out"] = str(out)
     return record

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import sys
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 from . import sysinfo
 from .corpus import generate_corpus
 from .default_model import default_model_folder
+from .results_folder import results_folder, write_record
 
 STRATEGIES = ("flax-packed", "flax-padded", "torch-padded", "torch-grouped")
 MEGA_BATCH = 50  # the Trainer's LengthGroupedSampler sorts mega-batches of 50 batches
@@ -178,11 +178,9 @@ def run_train_bench(opts: TrainBenchOptions) -> dict[str, Any]:
         / by["torch-padded"]["examples_per_s"],
         "flax_packed_vs_torch_grouped": by["flax-packed"]["examples_per_s"]
         / by["torch-grouped"]["examples_per_s"]}
-    out = Path(opts.out) if opts.out else Path("bench") / "results" / \
-        dt.datetime.now(dt.timezone.utc).strftime("train-%Y%m%dT%H%M%SZ")
+    out = results_folder(opts.out, "train-")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "train.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    (out / "train.md").write_text(markdown(record) + "\n", encoding="utf-8")
+    write_record(out, "train", record, markdown(record))
     chart(record, out / "train.png")
     record["out"] = str(out)
     return record
