@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import FlaxsentError
+from .fingerprint import write_record
 from .readers import STDIO
 from .writers import PARTIAL_SUFFIX, ChunkedOutput, ParquetWriter, open_writer, output_format
 
@@ -108,15 +109,9 @@ def finish_part(shard: Shard, output: str, input_path: str, *, wait: bool) -> st
 
 
 def _write_json(path: str, value: dict[str, Any]) -> None:
-    """Write `value` to `path` atomically (a durable temporary file, then a rename)."""
-    tmp = path + ".tmp"
+    """Write `value` to `path` atomically and durably; a failure is a ShardError."""
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(value, f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_record(path, value)
     except OSError as e:
         raise ShardError(f"cannot write {path}: {e.strerror or e}") from None
 
