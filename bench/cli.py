@@ -6,10 +6,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from flaxsent.accelerators import pin_cpu_where_no_accelerator
-from flaxsent.errors import FlaxsentError
+from flaxsent.bench.strategies import NAMES
 
-from .strategies import NAMES
+from flaxsent.core.devices import pin_cpu_where_no_accelerator
+from flaxsent.errors import FlaxsentError
 
 DESCRIPTION = ("Benchmark PyTorch against flaxsent on the same inputs: throughput, padding, "
                "compile, first result, memory, and logit parity per bucket.")
@@ -67,7 +67,7 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def options_from_args(args: argparse.Namespace):
-    from .harness import BenchOptions
+    from flaxsent.bench.harness import BenchOptions
     only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
     return BenchOptions(model=args.model, data=args.data, out=args.out, dtype=args.dtype,
                         devices=args.devices, quick=args.quick, full=args.full,
@@ -77,7 +77,7 @@ def options_from_args(args: argparse.Namespace):
 
 def run_train(args: argparse.Namespace) -> int:
     """`--train`: training steps side by side; 0 once the reports are written."""
-    from .train_bench import TrainBenchOptions, markdown, run_train_bench
+    from flaxsent.bench.train_bench import TrainBenchOptions, markdown, run_train_bench
     steps = args.steps if args.steps is not None else (2 if args.quick else 6)
     if steps < 1:
         raise FlaxsentError(f"--steps {steps}: must be a positive integer")
@@ -92,7 +92,7 @@ def run_bench(args: argparse.Namespace) -> int:
     """Run the bench: 0 when every strategy is within parity tolerance, 1 otherwise."""
     if args.train:
         return run_train(args)
-    from .harness import run_harness
+    from flaxsent.bench.harness import run_harness
     result = run_harness(options_from_args(args))
     print(f"reports: {result.out_dir}/results.json, results.md, chart.png", file=sys.stderr)
     return result.exit_code

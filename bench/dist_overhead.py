@@ -24,13 +24,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from flaxsent.accelerators import pin_cpu_where_no_accelerator
+from flaxsent.bench.child import run_child
+from flaxsent.bench.results_folder import write_record
+from flaxsent.bench.sysinfo import CpuContention, machine_info, machine_label
 
-from .corpus import generate_corpus
-from .default_model import default_model_folder
-from .probe import run_child
-from .results_folder import write_record
-from .sysinfo import CpuContention, git_state, machine_info, machine_label, versions
+from flaxsent.core.devices import pin_cpu_where_no_accelerator
+from flaxsent.embedded.corpus import generate_corpus
+from flaxsent.embedded.default_model import default_model_folder
+from flaxsent.io.machine import git_state, versions
 
 ENGINES = ("predict-txt", "beam", "predict-parquet", "ray")
 BASELINE = {"beam": "predict-txt", "ray": "predict-parquet"}  # same input file
@@ -54,7 +55,7 @@ def beam_in_child(spec: dict[str, Any]) -> dict[str, Any]:
     import apache_beam as beam
     from apache_beam.ml.inference.base import RunInference
 
-    from flaxsent.beam import FlaxsentModelHandler
+    from flaxsent.integrations.beam import FlaxsentModelHandler
 
     def to_json(result: Any) -> str:
         text = result.example.decode("utf-8", errors="backslashreplace")
@@ -75,7 +76,7 @@ def ray_in_child(spec: dict[str, Any]) -> dict[str, Any]:
     import pyarrow.parquet as pq
     import ray
 
-    from flaxsent.ray import FlaxsentPredictor
+    from flaxsent.integrations.ray import FlaxsentPredictor
     ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False,
              log_to_driver=False)
     try:

@@ -16,12 +16,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from flaxsent.accelerators import pin_cpu_where_no_accelerator
+from flaxsent.bench.child import run_child
+from flaxsent.bench.sysinfo import peak_rss_mb
 
-from .corpus import generate_corpus
-from .default_model import default_model_folder
-from .probe import run_child
-from .sysinfo import peak_rss_mb
+from flaxsent.core.devices import pin_cpu_where_no_accelerator
+from flaxsent.embedded.corpus import generate_corpus
+from flaxsent.embedded.default_model import default_model_folder
 
 
 def write_lines(path: Path, n: int, seed: int = 1) -> None:
@@ -35,7 +35,7 @@ def write_lines(path: Path, n: int, seed: int = 1) -> None:
 def predict_in_child(spec: dict[str, Any]) -> dict[str, Any]:
     """`predict_file` over spec['input'] (run in a fresh process): its seconds and peak RSS."""
     from flaxsent import Classifier
-    from flaxsent.predict import predict_file
+    from flaxsent.predict.run import predict_file
     clf = Classifier.from_pretrained(spec["model"], cache_dir=spec["cache_dir"])
     clf.warmup()
     start = time.perf_counter()

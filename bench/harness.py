@@ -20,17 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from flaxsent.errors import FlaxsentError
-from flaxsent.plan import ShapePlan, batch_budget
-from flaxsent.readers import read_records
-
-from . import parity, report, sysinfo
-from .corpus import CORPUS_STATS_TARGET, generate_corpus, token_length_stats
-from .default_model import SEED, default_config, default_model_folder
-from .probe import add_probe_figures, probe_strategy
-from .results_folder import results_folder
-from .strategies import (
+from flaxsent.bench import parity, report, sysinfo
+from flaxsent.bench.child import add_probe_figures, probe_strategy
+from flaxsent.bench.results_folder import results_folder
+from flaxsent.bench.strategies import (
     FLAX_NAMES,
     NAMES,
     SORTED_BATCHES,
@@ -40,7 +33,14 @@ from .strategies import (
     RunContext,
     Strategy,
 )
-from .timing import add_figures, shape_groups, time_strategy
+from flaxsent.bench.timing import add_figures, shape_groups, time_strategy
+
+from flaxsent.core.plan import ShapePlan, batch_budget
+from flaxsent.embedded.corpus import CORPUS_STATS_TARGET, generate_corpus, token_length_stats
+from flaxsent.embedded.default_model import SEED, default_config, default_model_folder
+from flaxsent.errors import FlaxsentError
+from flaxsent.io.machine import git_state, versions
+from flaxsent.io.readers import read_records
 
 REFERENCE = "torch-pipeline"
 DTYPE_CHOICES = ("float32", "bfloat16", "both")
@@ -167,7 +167,7 @@ def plan_strategies(opts: BenchOptions, mode: Mode, accelerator: bool = False,
 
 def _model_folder(opts: BenchOptions) -> tuple[Path, dict[str, Any]]:
     """The HF PyTorch folder both sides load, and how to describe its weights."""
-    from flaxsent import checkpoint as ckpt
+    from flaxsent.core import checkpoint as ckpt
     if opts.model is None:
         folder = default_model_folder(quick=opts.quick, root=opts.model_cache)
         size = "tiny (--quick)" if opts.quick else "DistilBERT-base SST-2"
@@ -202,7 +202,7 @@ def _corpus(opts: BenchOptions, mode: Mode) -> tuple[list[str], dict[str, Any]]:
     except (TypeError, ValueError) as e:
         raise FlaxsentError(f"--seed {opts.seed!r}: {e}") from None
     return texts, {"source": "embedded SST-2-like corpus",
-                   "generator": f"flaxsent.bench.corpus.generate_corpus({mode.n_sentences}, "
+                   "generator": f"flaxsent.embedded.corpus.generate_corpus({mode.n_sentences}, "
                                 f"seed={opts.seed})",
                    "target": dict(CORPUS_STATS_TARGET),
                    "n": len(texts)}
@@ -213,7 +213,7 @@ def _perturbed_copy(folder: Path, dst: Path,
     """A converted flaxsent folder of `folder` whose params went through `perturb`."""
     from flaxsent.convert.torch_to_flax import convert_checkpoint
 
-    from flaxsent import checkpoint as ckpt
+    from flaxsent.core import checkpoint as ckpt
     convert_checkpoint(folder, dst)
     params = {k: np.array(v) for k, v in ckpt.load_flax_params(dst).items()}
     changed = perturb(params)
@@ -264,8 +264,8 @@ def run_harness(opts: BenchOptions) -> BenchResult:
     import torch
     from transformers.utils import logging as hf_logging
 
-    from flaxsent import checkpoint as ckpt
-    from flaxsent.tokenizer import TextTokenizer
+    from flaxsent.core import checkpoint as ckpt
+    from flaxsent.core.tokenizer import TextTokenizer
     CompileMeter.get()  # listen before the first compile
     accelerator = jax.default_backend() != "cpu"
     strategies = plan_strategies(opts, mode, accelerator)
@@ -403,8 +403,8 @@ def run_harness(opts: BenchOptions) -> BenchResult:
         "mode": dataclasses.asdict(mode),
         "machine": machine,
         "machine_label": sysinfo.machine_label(machine),
-        "git": sysinfo.git_state(),
-        "versions": sysinfo.versions(),
+        "git": git_state(),
+        "versions": versions(),
         "model": model_info,
         "corpus": corpus,
         "settings": {"dtype": opts.dtype, "devices": opts.devices, "probes": opts.probes,

@@ -50,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Load the pipeline, listen on a port (0: any free one), serve until SIGTERM."""
     import uvicorn
 
-    from flaxsent.serve_http import bind
+    from flaxsent.serve.http import bind
 
     parser = argparse.ArgumentParser(prog="python -m flaxsent.bench.pipeline_server",
                                      description=__doc__.splitlines()[0])

@@ -6,8 +6,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .parity import BF16_MIN_ARGMAX, BF16_REL_MAX_ABS, FP32_MAX_ABS
-from .results_folder import write_record
+from flaxsent.bench.parity import BF16_MIN_ARGMAX, BF16_REL_MAX_ABS, FP32_MAX_ABS
+from flaxsent.bench.results_folder import write_record
 
 COLUMNS = ("strategy", "dtype", "dev", "runs (pass s)", "sent/s", "real tok/s", "pad eff",
            "compile cold / warm (s)", "first result cold / warm (s)", "peak RSS (MiB)",

@@ -22,15 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from flaxsent.bench import sysinfo
+from flaxsent.bench.results_folder import results_folder, write_record
+from flaxsent.bench.serve_load import percentiles, run_level, server_process
 
-from flaxsent.accelerators import pin_cpu_where_no_accelerator
+from flaxsent.core.devices import pin_cpu_where_no_accelerator
+from flaxsent.embedded.corpus import generate_corpus
+from flaxsent.embedded.default_model import default_model_folder
 from flaxsent.errors import FlaxsentError
-
-from . import sysinfo
-from .corpus import generate_corpus
-from .default_model import default_model_folder
-from .results_folder import results_folder, write_record
-from .serve_load import percentiles, run_level, server_process
+from flaxsent.io.machine import git_state, versions
 
 SERVERS = ("flaxsent", "pipeline")
 
@@ -66,7 +66,7 @@ class RequestStream:
 
 
 def _model_and_texts(opts: ServeBenchOptions) -> tuple[Path, dict[str, Any], list[str]]:
-    from flaxsent import checkpoint as ckpt
+    from flaxsent.core import checkpoint as ckpt
     if opts.model is None:
         folder = default_model_folder(quick=opts.quick)
         model = {"source": "embedded default", "weights": "random",
@@ -82,7 +82,7 @@ def _model_and_texts(opts: ServeBenchOptions) -> tuple[Path, dict[str, Any], lis
         texts = generate_corpus(872, seed=opts.seed)
         model["corpus"] = f"embedded SST-2-like corpus (872 sentences, seed {opts.seed})"
     else:
-        from flaxsent.readers import read_records
+        from flaxsent.io.readers import read_records
         with read_records(opts.data) as reader:
             texts = reader.texts(None)
         if not texts:
@@ -279,8 +279,8 @@ def run_serve_bench(opts: ServeBenchOptions) -> dict[str, Any]:
     machine = sysinfo.machine_info()
     record = {"created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
               "options": dataclasses.asdict(opts), "machine": machine,
-              "machine_label": sysinfo.machine_label(machine), "versions": sysinfo.versions(),
-              "git": sysinfo.git_state(), "model": model, "direct_classifier": direct,
+              "machine_label": sysinfo.machine_label(machine), "versions": versions(),
+              "git": git_state(), "model": model, "direct_classifier": direct,
               "parity": parity(*(s.pop("answers") for s in servers)), "servers": servers,
               "cpu_other_share": contention.other_share()}
     record["goals"] = goals(record)

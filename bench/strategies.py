@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from .sysinfo import usable_cores, xla_cpu_threads
+from flaxsent.bench.sysinfo import usable_cores, xla_cpu_threads
 
 TORCH_BATCH = 32
 # torch-sorted tries each batch size and reports the fastest (PyTorch at its best)
@@ -221,12 +220,12 @@ class FlaxRunner:
     """A flaxsent `Classifier` built as the strategy says; the public API only."""
 
     def __init__(self, strategy: Strategy, ctx: RunContext):
-        from flaxsent.classifier import Classifier
+        from flaxsent.core.classifier import Classifier
         self.strategy = strategy
         if strategy.name == "flax-naive":
-            from flaxsent import checkpoint as ckpt
-            from flaxsent.engine import enable_compilation_cache
-            from flaxsent.tokenizer import TextTokenizer
+            from flaxsent.core import checkpoint as ckpt
+            from flaxsent.core.engine import enable_compilation_cache
+            from flaxsent.core.tokenizer import TextTokenizer
             if ctx.cache_dir:
                 enable_compilation_cache(ctx.cache_dir)
             model = ckpt.load_model(Path(ctx.flax_folder), dtype=strategy.dtype)

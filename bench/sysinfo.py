@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 import platform
 import resource
-import subprocess
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-PACKAGES = ("jax", "jaxlib", "flax", "torch", "transformers", "tokenizers", "numpy", "flaxsent")
+from flaxsent.io.machine import cpu_model
+
 # XLA's CPU client sizes its intra-op (Eigen) thread pool from this variable when it is created
 # (xla::DefaultThreadPoolSize; the pool gets at least one thread per CPU device). jax has no
 # option for it, and XLA_FLAGS' --xla_cpu_multi_thread_eigen only turns the pool on or off.
@@ -51,41 +50,8 @@ def xla_cpu_threads() -> int | None:
     return count or None
 
 
-def git_state() -> dict[str, Any]:
-    """The commit of the checkout this code runs from, and whether tracked files differ from it.
-
-    Both None outside a git checkout (an installed wheel), or where git is missing.
-    """
-    here = Path(__file__).resolve()
-    unknown: dict[str, Any] = {"commit": None, "dirty": None}
-
-    def git(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["git", *args], capture_output=True, text=True,
-                              timeout=30, cwd=here.parent)
-
-    try:
-        # this file must be tracked there: a wheel inside someone else's repository is not ours
-        if git("ls-files", "--error-unmatch", here.name).returncode != 0:
-            return unknown
-        head, status = git("rev-parse", "HEAD"), git("status", "--porcelain",
-                                                      "--untracked-files=no")
-    except (OSError, subprocess.SubprocessError):
-        return unknown
-    if head.returncode != 0:
-        return unknown
-    return {"commit": head.stdout.strip(),
-            "dirty": bool(status.stdout.strip()) if status.returncode == 0 else None}
 
 
-def cpu_model() -> str:
-    """The CPU's model name (/proc/cpuinfo on Linux), else what platform knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("model name", "hardware", "cpu model")):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
 
 
 def peak_rss_mb() -> float:
@@ -133,15 +99,6 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
-def versions() -> dict[str, str | None]:
-    """Python and the installed versions of every library the numbers depend on."""
-    out: dict[str, str | None] = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
 
 
 def machine_label(machine: dict[str, Any]) -> str:

@@ -12,10 +12,9 @@ import time
 from typing import Any
 
 import numpy as np
+from flaxsent.bench.strategies import CompileMeter, RunContext, Strategy, describe, make_runner
 
-from flaxsent.plan import ShapePlan
-
-from .strategies import CompileMeter, RunContext, Strategy, describe, make_runner
+from flaxsent.core.plan import ShapePlan
 
 
 def time_strategy(strategy: Strategy, ctx: RunContext, texts: list[str], lengths: np.ndarray,

@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from flaxsent.bench import sysinfo
+from flaxsent.bench.results_folder import results_folder, write_record
 
-from . import sysinfo
-from .corpus import generate_corpus
-from .default_model import default_model_folder
-from .results_folder import results_folder, write_record
+from flaxsent.embedded.corpus import generate_corpus
+from flaxsent.embedded.default_model import default_model_folder
+from flaxsent.io.machine import git_state, versions
 
 STRATEGIES = ("flax-packed", "flax-padded", "torch-padded", "torch-grouped")
 MEGA_BATCH = 50  # the Trainer's LengthGroupedSampler sorts mega-batches of 50 batches
@@ -46,8 +47,8 @@ class TrainBenchOptions:
 def _examples(opts: TrainBenchOptions, folder: Path) -> tuple[list[np.ndarray], np.ndarray,
                                                                dict[str, Any]]:
     """Token ids (truncated), random labels, and what the text was."""
-    from flaxsent.readers import read_records
-    from flaxsent.tokenizer import TextTokenizer
+    from flaxsent.core.tokenizer import TextTokenizer
+    from flaxsent.io.readers import read_records
     n = opts.steps * opts.batch_size
     if opts.data:
         with read_records(opts.data) as reader:
@@ -84,9 +85,9 @@ def run_flax(folder: Path, arrays, labels, opts: TrainBenchOptions, packed: bool
     """flaxsent's TrainStep over the steps, packed or padded to max_length."""
     import jax
 
-    from flaxsent import checkpoint as ckpt
-    from flaxsent.plan import StepPlan
-    from flaxsent.train import Recipe, TrainStep
+    from flaxsent.core import checkpoint as ckpt
+    from flaxsent.core.plan import StepPlan
+    from flaxsent.train.step import Recipe, TrainStep
     model = ckpt.load_model(folder, dtype="float32")
     step = TrainStep(model, Recipe(total_steps=10 * opts.steps, warmup_steps=0), devices=1)
     plan = StepPlan.build(opts.max_length, opts.batch_size, 1, packed=packed)
@@ -168,8 +169,8 @@ def run_train_bench(opts: TrainBenchOptions) -> dict[str, Any]:
     machine = sysinfo.machine_info()
     record = {"created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
               "options": dataclasses.asdict(opts), "machine": machine,
-              "machine_label": sysinfo.machine_label(machine), "versions": sysinfo.versions(),
-              "git": sysinfo.git_state(), "threads": sysinfo.usable_cores(),
+              "machine_label": sysinfo.machine_label(machine), "versions": versions(),
+              "git": git_state(), "threads": sysinfo.usable_cores(),
               "model": str(folder), "weights": "real" if opts.model else "random",
               "data": source, "real_tokens": real, "strategies": rows}
     by = {r["name"]: r for r in rows}

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import os
 
-from flaxsent import checkpoint as ckpt
+from flaxsent.core import checkpoint as ckpt
+from flaxsent.core.state_dict import flax_to_torch_state
 from flaxsent.errors import CheckpointError
-
-from .state_dict import flax_to_torch_state
 
 
 def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, *,
                       force: bool = False) -> list[str]:
     """Write a converted folder back out as an HF folder (model.safetensors, config, tokenizer)."""
-    from flaxsent.tokenizer import copy_tokenizer_files
+    from flaxsent.core.tokenizer import copy_tokenizer_files
     folder = ckpt.resolve_source(src)
     if ckpt.checkpoint_kind(folder) != "flax":
         raise CheckpointError(f"{folder}: not a flaxsent checkpoint (no {ckpt.FLAX_WEIGHTS}); "

@@ -5,11 +5,10 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from flaxsent import checkpoint as ckpt
+from flaxsent.core import checkpoint as ckpt
+from flaxsent.core.mapping import HEAD_TORCH_KEYS, canonical_torch_key
+from flaxsent.core.state_dict import np_dtype, torch_to_flax_params
 from flaxsent.errors import CheckpointError
-
-from .mapping import HEAD_TORCH_KEYS, canonical_torch_key
-from .state_dict import np_dtype, torch_to_flax_params
 
 
 @dataclasses.dataclass
@@ -67,7 +66,7 @@ def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, *,
                               source_format="pytorch .bin" if from_bin else "safetensors",
                               n_params=int(sum(v.size for v in params.values())), dtype=dtype,
                               fresh_head=not has_head, skipped=skipped)
-    from flaxsent.tokenizer import copy_tokenizer_files
+    from flaxsent.core.tokenizer import copy_tokenizer_files
     with ckpt.atomic_output_dir(dst, force=force, source=folder) as out:
         ckpt.save_flax_checkpoint(out, cfg, params)
         report.tokenizer_files = copy_tokenizer_files(folder, out)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
+from flaxsent.version import __version__
 
 # Public names, imported on first use so `import flaxsent` stays cheap (no jax start-up).
 _LAZY = {
-    "DistilBertConfig": "flaxsent.config",
-    "DistilBertForSequenceClassification": "flaxsent.model",
-    "load_model": "flaxsent.checkpoint",
-    "Classifier": "flaxsent.classifier",
+    "DistilBertConfig": "flaxsent.core.config",
+    "DistilBertForSequenceClassification": "flaxsent.core.model",
+    "load_model": "flaxsent.core.checkpoint",
+    "Classifier": "flaxsent.core.classifier",
     "FlaxsentError": "flaxsent.errors",
 }
 

@@ -1,0 +1,1 @@
+"""`flaxsent aot`: ahead-of-time compiles for TPU slices with libtpu, reports and rooflines."""

@@ -1,0 +1,288 @@
+"""The user-facing `Classifier`: texts in, transformers-pipeline-identical scores out."""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import itertools
+import logging
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from flaxsent.core import checkpoint as ckpt
+from flaxsent.core.engine import Engine, PmapEngine, enable_compilation_cache
+from flaxsent.core.model import DistilBertForSequenceClassification
+from flaxsent.core.plan import (
+    DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_PACK_LENGTH,
+    Batch,
+    OrderedCollector,
+    ShapePlan,
+    batch_budget,
+)
+from flaxsent.core.tokenizer import TextTokenizer
+from flaxsent.errors import FlaxsentError, NonFiniteLogitsError
+
+log = logging.getLogger("flaxsent")
+
+FUNCTIONS = ("softmax", "sigmoid", "none")
+BACKENDS = ("mesh", "pmap")
+_IN_FLIGHT = 2  # batches dispatched ahead of the one being collected
+
+
+@dataclasses.dataclass
+class RunStats:
+    """What the last call did: inputs, truncations, batches, real vs computed tokens, time."""
+
+    n_inputs: int = 0
+    n_truncated: int = 0
+    n_batches: int = 0
+    real_tokens: int = 0
+    computed_tokens: int = 0
+    seconds: float = 0.0
+
+    @property
+    def padding_efficiency(self) -> float:
+        return self.real_tokens / self.computed_tokens if self.computed_tokens else 1.0
+
+
+class Classifier:
+    """A DistilBERT text classifier compiled once per shape of its plan and run data-parallel."""
+
+    def __init__(self, model: DistilBertForSequenceClassification, tokenizer: TextTokenizer, *,
+                 max_length: int | None = None, boundaries: Sequence[int] | None = None,
+                 max_batch_tokens: int | None = None,
+                 max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+                 devices: int | Sequence[jax.Device] | None = None,
+                 precision: str | None = None, backend: str = "mesh", window: int = 4096,
+                 pack_length: int | None = DEFAULT_PACK_LENGTH):
+        cfg = model.config
+        if tokenizer.vocab_size > cfg.vocab_size:  # Flax's lookup gives NaN past the table
+            raise FlaxsentError(
+                f"the tokenizer has ids up to {tokenizer.vocab_size - 1} but the model's "
+                f"embedding has {cfg.vocab_size} rows (vocab_size in config.json): texts with "
+                "those tokens would get NaN scores; use the tokenizer the model was trained with")
+        limit = min(tokenizer.model_max_length, cfg.max_position_embeddings)
+        if max_length is None:
+            max_length = limit
+        elif isinstance(max_length, bool) or not isinstance(max_length, int) \
+                or not 3 <= max_length <= limit:
+            raise FlaxsentError(f"max_length={max_length!r}: must be an integer from 3 to the "
+                                f"model's limit of {limit} tokens")
+        if backend not in BACKENDS:
+            raise FlaxsentError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+        if precision is None:  # exact fp32 by default; bf16 runs at the hardware's native rate
+            dtype = model.embeddings.word_embeddings.dtype or jnp.float32
+            precision = "highest" if jnp.dtype(dtype) == jnp.float32 else "default"
+        self.model = model
+        self.config = cfg
+        self.labels = cfg.labels
+        self.tokenizer = tokenizer if tokenizer.max_length == max_length else \
+            tokenizer.with_max_length(max_length)
+        engine_cls = Engine if backend == "mesh" else PmapEngine
+        self.engine = engine_cls(model, devices=devices, precision=precision)
+        if max_batch_tokens is None:
+            max_batch_tokens = batch_budget(self.engine.devices[0].platform,
+                                            self.engine.n_devices)
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            raise FlaxsentError(f"window={window!r}: must be a positive number of texts")
+        try:
+            self.plan = ShapePlan.build(max_length, boundaries=boundaries,
+                                        max_batch_tokens=max_batch_tokens,
+                                        device_count=self.engine.n_devices,
+                                        max_batch_size=max_batch_size, pack_length=pack_length)
+        except ValueError as e:
+            raise FlaxsentError(str(e)) from None
+        self._window = window
+        self.last_run = RunStats()
+        self.source: Path | None = None  # the folder from_pretrained loaded, when it did
+
+    @classmethod
+    def from_pretrained(cls, path_or_hub_id: str | Path, *, dtype: str = "float32",
+                        compilation_cache: bool = True, cache_dir: str | Path | None = None,
+                        **options: Any) -> Classifier:
+        """Load a converted Flax folder, or an HF PyTorch folder / Hub id (converted in memory).
+
+        options: max_length, boundaries, max_batch_tokens, max_batch_size, devices, precision,
+        backend ('mesh' or 'pmap'), window, pack_length.
+        """
+        if dtype not in ("float32", "bfloat16"):
+            raise FlaxsentError(f"dtype {dtype!r}: choose float32 or bfloat16")
+        if compilation_cache:
+            enable_compilation_cache(cache_dir)
+        folder = ckpt.resolve_source(path_or_hub_id)
+        model = ckpt.load_model(folder, dtype=dtype)
+        try:
+            tokenizer = TextTokenizer.from_folder(folder)
+        except FileNotFoundError as e:
+            raise FlaxsentError(str(e)) from None
+        clf = cls(model, tokenizer, **options)
+        clf.source = folder
+        return clf
+
+    # ---- public calls -------------------------------------------------------------------
+
+    @property
+    def window(self) -> int:
+        """Inputs tokenized and batched together: batches never span two windows.
+
+        So the logits of inputs from any multiple of `window` on do not depend on the inputs
+        before it: a resumed or sharded run that starts at such a row computes exactly (bit for
+        bit) what one uninterrupted run computes for those rows.
+        """
+        return self._window
+
+    @property
+    def compiled_shapes(self) -> list[tuple[int, int, int]]:
+        """(rows, length, slots) of every shape compiled so far, in order of first use."""
+        return self.engine.compiled_shapes
+
+    def shapes(self) -> list[tuple[int, int, int]]:
+        """Every shape this classifier can compile: the packed one (if on), then the buckets."""
+        return [shape.as_tuple() for shape in self.plan.shapes()]
+
+    def warmup(self) -> None:
+        """Compile every shape in `shapes()` before real traffic (a dummy batch each)."""
+        for batch in self.plan.warmup_batches(self.tokenizer.pad_id):
+            np.asarray(self.engine.run(batch))
+
+    def logits(self, texts: Iterable[str], truncation: bool = True) -> np.ndarray:
+        """Raw logits, float32 [N, num_labels], in input order."""
+        rows = list(self.stream_logits(texts, truncation=truncation))
+        return np.stack(rows) if rows else np.zeros((0, self.config.num_labels), np.float32)
+
+    def __call__(self, texts: str | Iterable[str], top_k: int | None = 1,
+                 function_to_apply: str | None = None, truncation: bool = True) -> list:
+        """Scores like transformers' text-classification pipeline (a str gives a 1-item list)."""
+        single = isinstance(texts, str)
+        results = list(self.stream([texts] if single else texts, top_k=top_k,
+                                   function_to_apply=function_to_apply, truncation=truncation))
+        # as the pipeline: one text with several labels asked for gives that text's list
+        return results[0] if single and top_k != 1 else results
+
+    def stream(self, texts: Iterable[str], top_k: int | None = 1,
+               function_to_apply: str | None = None, truncation: bool = True) -> Iterator[Any]:
+        """Pipeline-style results one by one, in input order, with bounded memory."""
+        apply = self._score_function(function_to_apply)
+        k = self._check_top_k(top_k)
+        for row in self.stream_logits(texts, truncation=truncation):
+            yield self._format(apply(row), top_k, k)
+
+    def format_scores(self, logits: np.ndarray, top_k: int | None = 1,
+                      function_to_apply: str | None = None) -> dict | list[dict]:
+        """The pipeline-style result of one logits row [C] (what `stream` yields for it)."""
+        apply = self._score_function(function_to_apply)
+        return self._format(apply(np.asarray(logits, np.float32)), top_k,
+                            self._check_top_k(top_k))
+
+    def stream_logits(self, texts: Iterable[str | None], truncation: bool = True,
+                      ) -> Iterator[np.ndarray | None]:
+        """Logits [C] per input, in input order; device work overlaps host tokenizing/padding.
+
+        A `None` input (a row that could not be read, say) holds its place: it yields None,
+        costs nothing, and keeps later inputs in the windows they would have had. A NaN or inf
+        logit raises `NonFiniteLogitsError` naming the input.
+        """
+        if isinstance(texts, (str, bytes)):
+            raise TypeError("texts must be an iterable of str; wrap a single text in a list")
+        stats = RunStats()
+        self.last_run = stats
+        start = time.perf_counter()
+        collector = OrderedCollector()
+        in_flight: collections.deque = collections.deque()
+        batches = (batch for window in self._encode(iter(texts), truncation, stats, collector)
+                   for batch in self.plan.batches(window, self.tokenizer.pad_id, self.window))
+        for batch in batches:
+            in_flight.append((batch, self.engine.run(batch)))
+            stats.n_batches += 1
+            stats.real_tokens += batch.real_tokens
+            stats.computed_tokens += batch.computed_tokens
+            if len(in_flight) > _IN_FLIGHT:
+                yield from self._collect(in_flight.popleft(), collector)
+        while in_flight:
+            yield from self._collect(in_flight.popleft(), collector)
+        yield from collector.pop_ready()  # placeholders after the last batch, or with none
+        if collector.next_index != stats.n_inputs or collector.pending:
+            raise RuntimeError(f"internal error: {stats.n_inputs} input(s) read but "
+                               f"{collector.next_index} result(s) returned "
+                               f"({collector.pending} held back); please report this")
+        stats.seconds = time.perf_counter() - start
+        if stats.n_truncated:
+            log.info("flaxsent: %d of %d input(s) truncated to %d tokens", stats.n_truncated,
+                     stats.n_inputs, self.tokenizer.max_length)
+
+    # ---- internals ----------------------------------------------------------------------
+
+    def _encode(self, texts: Iterator[str | None], truncation: bool, stats: RunStats,
+                collector: OrderedCollector) -> Iterator[list[tuple[int, list[int]]]]:
+        """(index, token ids) of every text, one window of inputs at a time, tokenized together
+        (Rust, parallel). None inputs go straight to the collector as placeholders, and still
+        count in their window: batches are formed per window of inputs, bad rows or not."""
+        offset = 0
+        while chunk := list(itertools.islice(texts, self.window)):
+            real = [i for i, text in enumerate(chunk) if text is not None]
+            for i in range(len(chunk)):
+                if chunk[i] is None:
+                    collector.add_placeholder(offset + i)
+            ids, lengths = self.tokenizer.encode_batch([chunk[i] for i in real],
+                                                       truncation=truncation, offset=offset)
+            stats.n_truncated += int((lengths > self.tokenizer.max_length).sum())
+            stats.n_inputs += len(chunk)
+            yield list(zip((offset + i for i in real), ids, strict=True))
+            offset += len(chunk)
+
+    @staticmethod
+    def _collect(item: tuple[Batch, jax.Array], collector: OrderedCollector,
+                 ) -> list[np.ndarray | None]:
+        batch, logits = item
+        rows = batch.select(np.asarray(logits, dtype=np.float32))  # blocks on this batch only
+        bad = np.flatnonzero(~np.isfinite(rows).all(axis=1))
+        if bad.size:
+            first = bad[np.argmin(batch.positions[bad])]
+            raise NonFiniteLogitsError(int(batch.positions[first]), rows[first], bad.size - 1)
+        collector.add(batch.positions, rows)
+        return collector.pop_ready()
+
+    def _score_function(self, name: str | None):
+        if name is None:
+            multi = self.config.passthrough.get("problem_type") == "multi_label_classification"
+            name = "sigmoid" if self.config.num_labels == 1 or multi else "softmax"
+        name = str(getattr(name, "value", name)).lower()
+        if name == "softmax":
+            return softmax
+        if name == "sigmoid":
+            return sigmoid
+        if name == "none":
+            return lambda x: x
+        raise ValueError(f"function_to_apply={name!r}: choose one of {', '.join(FUNCTIONS)}")
+
+    def _check_top_k(self, top_k: int | None) -> int:
+        if top_k is None:
+            return self.config.num_labels
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
+        return min(top_k, self.config.num_labels)
+
+    def _format(self, scores: np.ndarray, top_k: int | None, k: int) -> Any:
+        if top_k == 1:
+            i = int(np.argmax(scores))
+            return {"label": self.labels[i], "score": float(scores[i])}
+        order = np.argsort(-scores, kind="stable")[:k]
+        return [{"label": self.labels[i], "score": float(scores[i])} for i in order]
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    """Probabilities over the last axis, computed stably (max subtracted first)."""
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Independent per-label probabilities."""
+    return 1.0 / (1.0 + np.exp(-x))

@@ -1,0 +1,234 @@
+"""Flax NNX DistilBERT for sequence classification, computing exactly what PyTorch computes."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from flaxsent.core.config import DistilBertConfig
+
+Array = jax.Array
+DType = jnp.dtype | type
+
+
+def sinusoidal_positions(n_positions: int, dim: int) -> np.ndarray:
+    """DistilBERT's fixed table: sin on even features, cos on odd ones.  # [P, D]"""
+    pos = np.arange(n_positions, dtype=np.float64)[:, None]
+    freq = np.power(10000.0, 2 * (np.arange(dim) // 2) / dim)[None, :]
+    angles = pos / freq
+    table = np.empty((n_positions, dim), dtype=np.float64)
+    table[:, 0::2] = np.sin(angles[:, 0::2])
+    table[:, 1::2] = np.cos(angles[:, 1::2])
+    return table.astype(np.float32)
+
+
+def dropout(x: Array, rate: float, key: Array | None) -> Array:
+    """Inverted dropout (zero with probability `rate`, scale the rest); identity when key is None
+    (inference) or rate is 0."""
+    if key is None or rate == 0:
+        return x
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
+
+
+def _layer_norm(cfg: DistilBertConfig, dtype: DType, param_dtype: DType,
+                rngs: nnx.Rngs) -> nnx.LayerNorm:
+    # Two-pass variance, as torch computes it; the one-pass form drifts past 1e-5.
+    return nnx.LayerNorm(cfg.dim, epsilon=cfg.layer_norm_eps, use_fast_variance=False,
+                         dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+
+
+def _linear(n_in: int, n_out: int, dtype: DType, param_dtype: DType,
+            rngs: nnx.Rngs) -> nnx.Linear:
+    return nnx.Linear(n_in, n_out, dtype=dtype, param_dtype=param_dtype,
+                      kernel_init=nnx.initializers.normal(0.02), rngs=rngs)
+
+
+class Embeddings(nnx.Module):
+    """Word + learned (or sinusoidal) position embeddings, then LayerNorm; no token types."""
+
+    def __init__(self, cfg: DistilBertConfig, *, dtype: DType, param_dtype: DType,
+                 rngs: nnx.Rngs):
+        init = nnx.initializers.normal(0.02)
+        self.word_embeddings = nnx.Embed(cfg.vocab_size, cfg.dim, dtype=dtype,
+                                         param_dtype=param_dtype, embedding_init=init, rngs=rngs)
+        self.position_embeddings = nnx.Embed(cfg.max_position_embeddings, cfg.dim, dtype=dtype,
+                                             param_dtype=param_dtype, embedding_init=init,
+                                             rngs=rngs)
+        if cfg.sinusoidal_pos_embds:
+            table = sinusoidal_positions(cfg.max_position_embeddings, cfg.dim)
+            self.position_embeddings.embedding[...] = jnp.asarray(table, param_dtype)
+        self.layer_norm = _layer_norm(cfg, dtype, param_dtype, rngs)
+        self.dropout_rate = cfg.dropout
+
+    def __call__(self, input_ids: Array, position_ids: Array | None = None,
+                 dropout_key: Array | None = None) -> Array:
+        if position_ids is None:
+            position_ids = jnp.arange(input_ids.shape[1])[None]  # [1, L]
+        x = self.word_embeddings(input_ids)  # [B, L, D]
+        x = x + self.position_embeddings(position_ids)  # [B, L, D]
+        return dropout(self.layer_norm(x), self.dropout_rate, dropout_key)
+
+
+class SelfAttention(nnx.Module):
+    """Multi-head self-attention; padded keys masked with finfo.min, softmax in float32."""
+
+    def __init__(self, cfg: DistilBertConfig, *, dtype: DType, param_dtype: DType,
+                 rngs: nnx.Rngs):
+        self.n_heads = cfg.n_heads
+        self.head_dim = cfg.head_dim
+        self.dropout_rate = cfg.attention_dropout
+        self.q_lin = _linear(cfg.dim, cfg.dim, dtype, param_dtype, rngs)
+        self.k_lin = _linear(cfg.dim, cfg.dim, dtype, param_dtype, rngs)
+        self.v_lin = _linear(cfg.dim, cfg.dim, dtype, param_dtype, rngs)
+        self.out_lin = _linear(cfg.dim, cfg.dim, dtype, param_dtype, rngs)
+
+    def __call__(self, x: Array, keep: Array, queries: Array | None = None,
+                 dropout_key: Array | None = None) -> Array:
+        """Attention of `queries` [B, Q, D] (default: every row of x [B, K, D]) over x.
+
+        keep: bool, broadcastable to [B, 1, Q, K]: [B, 1, 1, K] for padding, [B, 1, Q, K] for
+        packed texts. dropout_key: drop attention weights (training). Returns [B, Q, D].
+        """
+        queries = x if queries is None else queries
+        b, n_keys, d = x.shape
+        n_queries = queries.shape[1]
+        q = self.q_lin(queries).reshape(b, n_queries, self.n_heads, self.head_dim)
+        q = q / math.sqrt(self.head_dim)  # [B, Q, H, Dh]
+        k = self.k_lin(x).reshape(b, n_keys, self.n_heads, self.head_dim)  # [B, K, H, Dh]
+        v = self.v_lin(x).reshape(b, n_keys, self.n_heads, self.head_dim)  # [B, K, H, Dh]
+        scores = jnp.einsum("BQHD,BKHD->BHQK", q, k).astype(jnp.float32)
+        scores = jnp.where(keep, scores, jnp.finfo(jnp.float32).min)
+        weights = jax.nn.softmax(scores, axis=-1).astype(v.dtype)  # [B, H, Q, K]
+        weights = dropout(weights, self.dropout_rate, dropout_key)
+        context = jnp.einsum("BHQK,BKHD->BQHD", weights, v).reshape(b, n_queries, d)
+        return self.out_lin(context)  # [B, Q, D]
+
+
+class FeedForward(nnx.Module):
+    """lin2(act(lin1(x))) with the exact (erf) GELU that PyTorch uses."""
+
+    def __init__(self, cfg: DistilBertConfig, *, dtype: DType, param_dtype: DType,
+                 rngs: nnx.Rngs):
+        self.activation = cfg.activation
+        self.dropout_rate = cfg.dropout
+        self.lin1 = _linear(cfg.dim, cfg.hidden_dim, dtype, param_dtype, rngs)
+        self.lin2 = _linear(cfg.hidden_dim, cfg.dim, dtype, param_dtype, rngs)
+
+    def __call__(self, x: Array, dropout_key: Array | None = None) -> Array:
+        h = self.lin1(x)  # [B, L, F]
+        h = jax.nn.gelu(h, approximate=False) if self.activation == "gelu" else jax.nn.relu(h)
+        return dropout(self.lin2(h), self.dropout_rate, dropout_key)  # [B, L, D]
+
+
+class TransformerBlock(nnx.Module):
+    """Post-LayerNorm block: LN(x + attn(x)), then LN(h + ffn(h))."""
+
+    def __init__(self, cfg: DistilBertConfig, *, dtype: DType, param_dtype: DType,
+                 rngs: nnx.Rngs):
+        self.attention = SelfAttention(cfg, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.sa_layer_norm = _layer_norm(cfg, dtype, param_dtype, rngs)
+        self.ffn = FeedForward(cfg, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.output_layer_norm = _layer_norm(cfg, dtype, param_dtype, rngs)
+
+    def __call__(self, x: Array, keep: Array, query_index: Array | None = None,
+                 dropout_key: Array | None = None) -> Array:
+        """[B, L, D] -> [B, L, D]; with query_index [B, Q], only those rows: [B, Q, D].
+
+        Rows are independent after attention, so when only some outputs are needed (the
+        [CLS] rows, in the last block) the rest are never computed. dropout_key: training.
+        """
+        keys = (None, None) if dropout_key is None else jax.random.split(dropout_key)
+        queries = None if query_index is None else jnp.take_along_axis(
+            x, query_index[:, :, None], axis=1)  # [B, Q, D]
+        residual = x if queries is None else queries
+        h = self.sa_layer_norm(residual + self.attention(x, keep, queries, keys[0]))
+        return self.output_layer_norm(h + self.ffn(h, keys[1]))
+
+
+class DistilBertForSequenceClassification(nnx.Module):
+    """DistilBERT encoder + classification head: `model(ids, mask)` gives logits [B, num_labels]."""
+
+    def __init__(self, cfg: DistilBertConfig, *, dtype: DType = jnp.float32,
+                 param_dtype: DType = jnp.float32, rngs: nnx.Rngs):
+        self.config = cfg
+        self.embeddings = Embeddings(cfg, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.layers = nnx.List([
+            TransformerBlock(cfg, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+            for _ in range(cfg.n_layers)
+        ])
+        self.pre_classifier = _linear(cfg.dim, cfg.dim, dtype, param_dtype, rngs)
+        self.classifier = _linear(cfg.dim, cfg.num_labels, dtype, param_dtype, rngs)
+        self.head_dropout_rate = cfg.seq_classif_dropout
+
+    def hidden_states(self, input_ids: Array, attention_mask: Array | None = None) -> list[Array]:
+        """The embedding output and every block's output (n_layers + 1 arrays [B, L, D])."""
+        input_ids, attention_mask = _check_inputs(input_ids, attention_mask)
+        keep = attention_mask[:, None, None, :].astype(bool)  # [B, 1, 1, K]
+        x = self.embeddings(input_ids)
+        states = [x]
+        for block in self.layers:
+            x = block(x, keep)
+            states.append(x)
+        return states
+
+    def classify(self, cls_hidden: Array, dropout_key: Array | None = None) -> Array:
+        """The head on [CLS] states: Linear, ReLU, (dropout), Linear.  [..., D] -> [..., C] f32"""
+        h = jax.nn.relu(self.pre_classifier(cls_hidden))
+        h = dropout(h, self.head_dropout_rate, dropout_key)
+        return self.classifier(h).astype(jnp.float32)
+
+    def __call__(self, input_ids: Array, attention_mask: Array | None = None) -> Array:
+        """Logits [B, num_labels] (float32) for token ids [B, L] and a 0/1 mask [B, L]."""
+        input_ids, attention_mask = _check_inputs(input_ids, attention_mask)
+        keep = attention_mask[:, None, None, :].astype(bool)  # [B, 1, 1, K]
+        x = self.embeddings(input_ids)
+        for block in self.layers[:-1]:
+            x = block(x, keep)
+        cls_index = jnp.zeros((x.shape[0], 1), jnp.int32)  # [B, 1]
+        x = self.layers[-1](x, keep, cls_index)  # [B, 1, D]: only [CLS] reaches the head
+        return self.classify(x[:, 0])  # [B, C]
+
+    def packed_logits(self, input_ids: Array, segment_ids: Array, position_ids: Array,
+                      cls_index: Array, dropout_key: Array | None = None) -> Array:
+        """Logits [B, S, C] of several texts packed per row.
+
+        segment_ids [B, L]: 1.. per text, 0 for padding (a token attends only inside its text);
+        position_ids [B, L]: positions restarting at 0 per text; cls_index [B, S]: where each
+        text's [CLS] sits (slots without a text point anywhere and are ignored by the caller).
+        dropout_key: a PRNG key turns the config's dropouts on (training); None is inference.
+        """
+        keys = [None] * (self.config.n_layers + 2) if dropout_key is None else \
+            list(jax.random.split(dropout_key, self.config.n_layers + 2))
+        segment_ids = jnp.asarray(segment_ids, jnp.int32)
+        cls_index = jnp.asarray(cls_index, jnp.int32)
+        real_key = segment_ids[:, None, :] > 0  # [B, 1, K]
+        keep = (segment_ids[:, :, None] == segment_ids[:, None, :]) & real_key  # [B, L, K]
+        x = self.embeddings(jnp.asarray(input_ids, jnp.int32),
+                            jnp.asarray(position_ids, jnp.int32), keys[0])
+        for block, key in zip(self.layers[:-1], keys[1:-2], strict=True):
+            x = block(x, keep[:, None], dropout_key=key)
+        cls_segment = jnp.take_along_axis(segment_ids, cls_index, axis=1)  # [B, S]
+        keep_cls = (cls_segment[:, :, None] == segment_ids[:, None, :]) & real_key  # [B, S, K]
+        # [B, S, D]: the last block computes the [CLS] rows only
+        x = self.layers[-1](x, keep_cls[:, None], cls_index, dropout_key=keys[-2])
+        return self.classify(x, keys[-1])  # [B, S, C]
+
+
+def _check_inputs(input_ids, attention_mask) -> tuple[Array, Array]:
+    """Integer [B, L] ids (numpy or jax, int32 or int64) and a matching mask, as int32 arrays."""
+    ids_dtype = getattr(input_ids, "dtype", None)
+    if ids_dtype is None or not jnp.issubdtype(ids_dtype, jnp.integer):
+        raise TypeError(f"input_ids must be an integer array, got {ids_dtype or type(input_ids)}")
+    if input_ids.ndim != 2:
+        raise ValueError(f"input_ids must have shape [batch, length], got {input_ids.shape}")
+    if attention_mask is None:
+        attention_mask = jnp.ones(input_ids.shape, jnp.int32)
+    elif attention_mask.shape != input_ids.shape:
+        raise ValueError(f"attention_mask shape {attention_mask.shape} differs from input_ids "
+                         f"shape {input_ids.shape}")
+    return jnp.asarray(input_ids).astype(jnp.int32), jnp.asarray(attention_mask).astype(jnp.int32)

@@ -1,0 +1,1 @@
+"""The embedded default: the full-size architecture, seeded weights, a generated corpus."""

@@ -1,0 +1,1 @@
+"""`flaxsent eval`: labelled files and the model card's metrics."""

@@ -1,0 +1,69 @@
+"""Ray Data over flaxsent: `FlaxsentPredictor` for `Dataset.map_batches` (install `flaxsent[ray]`).
+
+    ds = ray.data.read_parquet("in/")
+    ds = ds.map_batches(FlaxsentPredictor, fn_constructor_kwargs={"model_path": "./sst2-flax"},
+                        compute=ray.data.ActorPoolStrategy(size=2), batch_size=4096,
+                        batch_format="pandas")
+    ds.write_parquet("out/")
+
+Each actor loads the classifier once; each call takes a pandas or numpy batch with a text
+column and returns it with `label`, `score` and `error` columns added (an input column of one
+of those names is kept as `input_<name>`, as `flaxsent predict` does). A row whose text is not
+text (null, a number, bytes that are not UTF-8) gets label and score null and its reason in
+`error` ('' for good rows), as with `predict --on-error skip`.
+
+Nothing here imports Ray: the module works on the batches Ray hands it. (Its name does not
+shadow the real package: imports are absolute, so `import ray` anywhere means Ray itself.)
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import numpy as np
+
+from flaxsent.core.classifier import Classifier
+from flaxsent.errors import FlaxsentError
+from flaxsent.integrations.scoring import RowScorer
+
+OUTPUT_COLUMNS = ("label", "score", "error")
+
+
+class FlaxsentPredictor:
+    """A callable class for `ray.data.Dataset.map_batches`: text column in, label/score out."""
+
+    def __init__(self, model_path: str, text_column: str = "text", *,
+                 function_to_apply: str | None = None, **classifier_options: Any):
+        """Load the classifier (once per actor); `classifier_options` go to
+        `Classifier.from_pretrained` (dtype, max_batch_tokens, devices, ...)."""
+        clf = Classifier.from_pretrained(model_path, **classifier_options)
+        self.scorer = RowScorer(clf, function_to_apply=function_to_apply)
+        self.text_column = text_column
+
+    def __call__(self, batch: Any) -> Any:
+        """The batch (pandas DataFrame or dict of numpy arrays) with the prediction columns."""
+        pd = sys.modules.get("pandas")  # a DataFrame batch means pandas is imported
+        is_frame = pd is not None and isinstance(batch, pd.DataFrame)
+        if not (is_frame or isinstance(batch, dict)):
+            raise FlaxsentError(f"FlaxsentPredictor takes pandas or numpy batches, got a "
+                                f"{type(batch).__name__}: pass batch_format='pandas' or 'numpy'")
+        columns = list(batch.columns) if is_frame else list(batch)
+        if self.text_column not in columns:
+            raise FlaxsentError(f"the batch has no {self.text_column!r} column; its columns "
+                                f"are {', '.join(map(repr, columns)) or '(none)'}: pass "
+                                "text_column= to FlaxsentPredictor")
+        records = self.scorer.score(list(batch[self.text_column]), repr(self.text_column))
+        labels = [r["label"] for r in records]
+        scores = np.array([np.nan if r["score"] is None else r["score"] for r in records])
+        errors = [r.get("error", "") for r in records]
+        renamed = {c: f"input_{c}" for c in columns if c in OUTPUT_COLUMNS}
+        if not is_frame:
+            out = {renamed.get(c, c): batch[c] for c in columns}
+            out.update(label=np.array(labels, dtype=object), score=scores,
+                       error=np.array(errors, dtype=object))
+            return out
+        # explicit string dtypes: a batch of only bad rows still gives string columns
+        return batch.rename(columns=renamed).assign(
+            label=pd.array(labels, dtype="string"), score=scores,
+            error=pd.array(errors, dtype="string"))

@@ -1,0 +1,1 @@
+"""Files: durable writes, readers, writers, run records. Imports nothing of flaxsent but errors."""

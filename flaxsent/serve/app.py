@@ -1,0 +1,369 @@
+"""`flaxsent serve`: the model card's `/score` contract and TEI's routes over one engine.
+
+Routes: POST /score (and POST /): `{"input_data": [...], "parameters": {...}}` -> what
+`Classifier.__call__` returns. POST /predict, GET /info, GET /health, GET /metrics: Hugging Face
+text-embeddings-inference's JSON shapes, status codes and `x-*-time` headers. Errors are
+`{"error", "error_type"}`. One `Batcher` owns the devices; tokenizing runs in a thread pool.
+The front door (auth, limits, draining) and the uvicorn server are in `serve_http`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Literal
+
+import numpy as np
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+
+from flaxsent.core.classifier import Classifier
+from flaxsent.errors import FlaxsentError
+from flaxsent.serve.batcher import Batcher, EngineError, Scored
+from flaxsent.serve.http import ApiError, DrainingServer, Gate, bind
+from flaxsent.serve.metrics import CONTENT_TYPE, ServeMetrics
+from flaxsent.version import __version__
+
+log = logging.getLogger("flaxsent")
+
+# uvicorn waits this long for requests in flight after SIGTERM, then cancels them
+DRAIN_TIMEOUT_S = 60
+_TYPE_TAGS = {"str", "int", "bool", "float", "list", "dict"}  # pydantic's union-branch names
+
+
+@dataclasses.dataclass(frozen=True)
+class ServeOptions:
+    """The server's limits and identity (the `flaxsent serve` options past the model)."""
+
+    model_id: str = "model"
+    max_wait_ms: float = 2.0
+    max_client_batch_size: int = 32
+    max_concurrent_requests: int = 512
+    payload_limit: int = 2_000_000
+    api_key: str | None = None
+    tokenization_workers: int = 2
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.max_wait_ms <= 10_000:
+            raise FlaxsentError(f"--max-wait-ms {self.max_wait_ms}: must be from 0 to 10000")
+        for flag, value in (("--max-client-batch-size", self.max_client_batch_size),
+                            ("--max-concurrent-requests", self.max_concurrent_requests),
+                            ("--payload-limit", self.payload_limit),
+                            ("--tokenization-workers", self.tokenization_workers)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise FlaxsentError(f"{flag} {value!r}: must be a positive integer")
+        if self.api_key is not None and not self.api_key.strip():
+            raise FlaxsentError("--api-key: an empty key; leave it out to serve without one")
+
+
+# ---- request bodies -------------------------------------------------------------------------
+
+class ScoreParameters(BaseModel):
+    """What `parameters` of /score may set; each means what it means for `Classifier`."""
+
+    model_config = ConfigDict(extra="forbid")
+    top_k: StrictInt | None = Field(1, ge=1)
+    function_to_apply: Literal["softmax", "sigmoid", "none"] | None = None
+    truncation: StrictBool = True
+
+
+class ScoreRequest(BaseModel):
+    """The model card's request: `{"input_data": ["text", ...]}` (or one string)."""
+
+    model_config = ConfigDict(extra="forbid")
+    input_data: list[StrictStr] | StrictStr
+    parameters: ScoreParameters | None = None  # null or absent: the defaults
+
+
+class PredictRequest(BaseModel):
+    """TEI's /predict request: `inputs` is "text", ["text"] or [["text"], ["text"], ...]."""
+
+    model_config = ConfigDict(extra="forbid")
+    inputs: StrictStr | list[StrictStr | list[StrictStr]]
+    truncate: StrictBool | None = None
+    truncation_direction: Literal["right", "Right", "left", "Left"] = "right"
+    raw_scores: StrictBool = False
+
+
+def describe_validation(errors: list[dict[str, Any]]) -> str:
+    """One line for pydantic's errors: the deepest path, what was wrong, and what came."""
+    if errors and errors[0].get("type") == "json_invalid":
+        return f"the body is not valid JSON: {errors[0].get('ctx', {}).get('error', '')}".strip()
+    if errors and tuple(errors[0]["loc"]) == ("body",) and isinstance(errors[0].get("input"),
+                                                                     bytes):
+        return "the body must be a JSON object sent with 'Content-Type: application/json'"
+
+    def path(loc: tuple) -> list:
+        return [p for p in loc[1 if loc and loc[0] == "body" else 0:]
+                if not (isinstance(p, str) and (p in _TYPE_TAGS or "[" in p))]
+
+    deepest = max((path(e["loc"]) for e in errors), key=len, default=[])
+    chosen = [e for e in errors if path(e["loc"]) == deepest]  # a union's alternatives
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in deepest)
+    messages = ", or ".join(dict.fromkeys(e["msg"] for e in chosen))
+    got = "" if chosen[0]["type"] in ("missing", "extra_forbidden") else \
+        f" (got {type(chosen[0].get('input')).__name__})"
+    return f"{where.lstrip('.') or 'body'}: {messages}{got}"
+
+
+def tei_inputs(inputs: str | list) -> tuple[list[str], bool]:
+    """TEI's `inputs` as (texts, single): a string is one input; a list is a batch whose items
+    are strings or one-element lists ["text"] (TEI's form). Text pairs are refused: this model
+    classifies one text."""
+    if isinstance(inputs, str):
+        return [inputs], True
+    if not inputs:
+        raise ApiError("empty", "inputs: the batch is empty")
+    texts = []
+    for i, item in enumerate(inputs):
+        if not isinstance(item, str):
+            if len(item) != 1:
+                raise ApiError("validation", f"inputs[{i}]: a list of {len(item)} strings; "
+                               'each input of a batch is a string or a one-element list ["text"] '
+                               "(text pairs are not supported)")
+            item = item[0]
+        texts.append(item)
+    return texts, False
+
+
+# ---- the service the routes share -----------------------------------------------------------
+
+class Service:
+    """The classifier, its batcher, the limits, the metrics and the server's state."""
+
+    def __init__(self, clf: Classifier, opts: ServeOptions):
+        self.clf = clf
+        self.opts = opts
+        self.in_flight = 0  # inference requests admitted and not yet answered (event loop only)
+        self.draining = False
+        self.metrics = ServeMetrics(queued=lambda: self.batcher.queued,
+                                    in_flight=lambda: self.in_flight,
+                                    compiled_shapes=lambda: len(clf.compiled_shapes),
+                                    ready=lambda: float(self.batcher.ready))
+        self.batcher = Batcher(clf, opts.max_wait_ms / 1000, on_batch=self.metrics.observe_batch)
+        self._pool = ThreadPoolExecutor(opts.tokenization_workers,
+                                        thread_name_prefix="flaxsent-tokenize")
+
+    def start(self) -> None:
+        """Start the engine thread (it warms up every shape, then serves)."""
+        self.batcher.start()
+
+    def drain(self) -> None:
+        """Answer new work with 503 and dispatch what is queued without waiting for more."""
+        if not self.draining:
+            log.info("flaxsent serve: draining: new requests get 503; finishing %d in flight",
+                     self.in_flight)
+        self.draining = True
+        self.batcher.hurry()
+
+    def close(self) -> None:
+        """Finish queued requests and stop the engine thread and the tokenizer pool."""
+        self.batcher.close()
+        self._pool.shutdown(wait=True)
+
+    def unavailable(self) -> ApiError | None:
+        """Why requests cannot be served now (503), or None."""
+        if self.draining:
+            return ApiError("unhealthy", "the server is shutting down")
+        if self.batcher.warmup_error:
+            return ApiError("unhealthy", self.batcher.warmup_error)
+        if not self.batcher.ready:
+            return ApiError("unhealthy", "the model is warming up (compiling its shapes)")
+        return None
+
+    def check_count(self, n: int, field: str) -> None:
+        """400 for an empty batch; 422 for more inputs than --max-client-batch-size."""
+        if n == 0:
+            raise ApiError("empty", f"{field}: the batch is empty")
+        if n > self.opts.max_client_batch_size:
+            raise ApiError("validation", f"{field}: batch size {n} > maximum allowed batch size "
+                           f"{self.opts.max_client_batch_size}")
+
+    async def infer(self, texts: list[str], truncation: bool, name: Callable[[int], str],
+                    started: float) -> tuple[np.ndarray, dict[str, str]]:
+        """Logits [n, C] of the texts, in order, and the response's timing headers."""
+        loop = asyncio.get_running_loop()
+        ids, lengths = await loop.run_in_executor(self._pool, self.clf.tokenizer.encode_batch,
+                                                  texts)
+        tokenized = time.perf_counter()
+        limit = self.clf.tokenizer.max_length
+        over = np.flatnonzero(lengths > limit)
+        if over.size and not truncation:
+            i = int(over[0])
+            raise ApiError("validation", f"{name(i)} is {int(lengths[i])} tokens long, over the "
+                           f"model's limit of {limit}; shorten it or turn truncation on")
+        self.metrics.inputs.inc(len(texts))
+        self.metrics.truncated.inc(int(over.size))
+        try:
+            scored: Scored = await asyncio.wrap_future(self.batcher.submit(ids))
+        except EngineError as e:
+            raise ApiError("backend", f"inference failed: {e}") from None
+        except RuntimeError as e:  # closed while this request was tokenized
+            raise ApiError("unhealthy", f"the server is shutting down ({e})") from None
+        logits = scored.logits  # [n, C]
+        if logits.shape[0] != len(texts):  # never fewer (or more) results than inputs
+            raise ApiError("backend", f"the engine returned {logits.shape[0]} result(s) for "
+                           f"{len(texts)} input(s)")
+        bad = np.flatnonzero(~np.isfinite(logits).all(axis=1))
+        if bad.size:
+            i = int(bad[0])
+            raise ApiError("backend", f"{name(i)}: the model gave a non-finite score (logits "
+                           f"{logits[i].tolist()}); {bad.size} input(s) affected")
+        self.metrics.tokenization.observe(tokenized - started)
+        self.metrics.queue.observe(scored.queue_s)
+        self.metrics.inference.observe(scored.inference_s)
+        total_ms = str(int((time.perf_counter() - started) * 1000))
+        headers = {
+            "x-compute-type": self.clf.engine.devices[0].platform,
+            "x-compute-time": total_ms, "x-total-time": total_ms,
+            "x-compute-characters": str(sum(map(len, texts))),
+            "x-compute-tokens": str(int(np.minimum(lengths, limit).sum())),
+            "x-tokenization-time": str(int((tokenized - started) * 1000)),
+            "x-queue-time": str(int(scored.queue_s * 1000)),
+            "x-inference-time": str(int(scored.inference_s * 1000)),
+            "x-batch-inputs": str(scored.batch_texts),  # inputs of every request run with it
+        }
+        return logits, headers
+
+    def info(self) -> dict[str, Any]:
+        """TEI's /info fields, plus flaxsent's batching details."""
+        clf = self.clf
+        labels = {str(i): name for i, name in enumerate(clf.labels)}
+        shapes = self.batcher.shapes
+        return {
+            "model_id": self.opts.model_id, "model_sha": None,
+            "model_dtype": np.dtype(clf.model.embeddings.word_embeddings.dtype or np.float32).name,
+            "served_model_name": self.opts.model_id,
+            "model_type": {"classifier": {"id2label": labels,
+                                          "label2id": {v: int(k) for k, v in labels.items()}}},
+            "max_concurrent_requests": self.opts.max_concurrent_requests,
+            "max_input_length": clf.tokenizer.max_length,
+            "max_batch_tokens": max(rows * length for rows, length, _ in shapes),
+            "max_batch_requests": None,
+            "max_client_batch_size": self.opts.max_client_batch_size,
+            "auto_truncate": True,
+            "tokenization_workers": self.opts.tokenization_workers,
+            "version": __version__, "sha": None, "docker_label": None,
+            "max_wait_ms": self.opts.max_wait_ms,
+            "devices": [str(d) for d in clf.engine.devices],
+            "shapes": [list(s) for s in shapes],
+        }
+
+
+def create_app(clf: Classifier, opts: ServeOptions) -> FastAPI:
+    """The FastAPI app: routes, error handlers, and the gate (auth, limits, draining)."""
+    service = Service(clf, opts)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI):
+        service.start()
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(service.close)
+
+    app = FastAPI(title="flaxsent", version=__version__, lifespan=lifespan, docs_url=None,
+                  redoc_url=None)
+    app.state.service = service
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return ApiError("validation", describe_validation(list(exc.errors()))).response()
+
+    async def score(body: ScoreRequest) -> JSONResponse:
+        """The model card's contract: one result per input, as `Classifier.__call__` gives."""
+        started = time.perf_counter()
+        single = isinstance(body.input_data, str)
+        texts = [body.input_data] if single else body.input_data
+        service.check_count(len(texts), "input_data")
+        p = body.parameters or ScoreParameters()
+        logits, headers = await service.infer(
+            texts, p.truncation, lambda i: "input_data" if single else f"input_data[{i}]",
+            started)
+        results = [clf.format_scores(row, p.top_k, p.function_to_apply) for row in logits]
+        # as the pipeline: one text with several labels asked for gives that text's list
+        return JSONResponse(results[0] if single and p.top_k != 1 else results,
+                            headers=headers)
+
+    app.post("/score")(score)
+    app.post("/")(score)
+
+    @app.post("/predict")
+    async def predict(body: PredictRequest) -> JSONResponse:
+        """TEI's /predict: every label, highest score first; a batch gives a list of those."""
+        started = time.perf_counter()
+        if body.truncation_direction.lower() == "left":
+            raise ApiError("validation", "truncation_direction 'left' is not supported: flaxsent "
+                           "truncates on the right, as this model's tokenizer does")
+        texts, single = tei_inputs(body.inputs)
+        service.check_count(len(texts), "inputs")
+        logits, headers = await service.infer(
+            texts, True if body.truncate is None else body.truncate,
+            lambda i: "inputs" if single else f"inputs[{i}]", started)
+        function = "none" if body.raw_scores else "softmax" if clf.config.num_labels > 1 \
+            else "sigmoid"
+        predictions = [[{"score": d["score"], "label": d["label"]}
+                        for d in clf.format_scores(row, None, function)] for row in logits]
+        return JSONResponse(predictions[0] if single else predictions, headers=headers)
+
+    @app.get("/info")
+    async def info() -> JSONResponse:
+        """TEI's model and router description."""
+        return JSONResponse(service.info())
+
+    @app.get("/health")
+    async def health() -> Response:
+        """200 once every shape is compiled; 503 while warming up or draining."""
+        error = service.unavailable()
+        if error is not None:
+            raise error
+        return Response(status_code=200)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        """Prometheus text exposition."""
+        return Response(service.metrics.render(), media_type=CONTENT_TYPE)
+
+    app.add_middleware(Gate, service=service, api_key=opts.api_key,
+                       max_concurrent_requests=opts.max_concurrent_requests,
+                       payload_limit=opts.payload_limit)
+    return app
+
+
+def run_server(model: str, opts: ServeOptions, *, host: str = "127.0.0.1", port: int = 8080,
+               access_log: bool = False, **classifier_options: Any) -> int:
+    """Load the model, listen, warm up, and serve until SIGTERM or SIGINT; 0 after draining.
+
+    classifier_options go to `Classifier.from_pretrained` (dtype, max_batch_tokens, ...).
+    """
+    clf = Classifier.from_pretrained(model, **classifier_options)
+    sock = bind(host, port)
+    app = create_app(clf, opts)
+    log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    log_config["loggers"]["flaxsent"] = {"handlers": ["default"], "level": "INFO",
+                                         "propagate": False}
+    config = uvicorn.Config(app, log_config=log_config, access_log=access_log, lifespan="on",
+                            timeout_graceful_shutdown=DRAIN_TIMEOUT_S)
+    server = DrainingServer(config, on_drain=app.state.service.drain)
+    address, bound = sock.getsockname()[:2]
+    url = f"http://{f'[{address}]' if ':' in address else address}:{bound}"
+    log.info("flaxsent serve: listening on %s (%s; %s)", url, model,
+             "API key required" if opts.api_key else "no API key")
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+    return 0

@@ -1,0 +1,1 @@
+"""`flaxsent train`: the model card's recipe (optax), the packed step, the loop and its log."""

@@ -1,0 +1,281 @@
+"""`flaxsent convert` / `export` / `predict` / `eval` on bad input: one clear line, exit 2,
+nothing half-written."""
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+import transformers
+
+from flaxsent.cli import main
+from tests.helpers import build_hf_checkpoint
+
+
+def run(capsys, *argv):
+    capsys.readouterr()  # drop what fixtures printed (transformers' progress bars)
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code, err, pattern):
+    import re
+    assert code == 2
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert re.search(pattern, lines[0]), lines[0]
+
+
+def test_convert_prints_summary(capsys, tiny_hf, tmp_path):
+    code, out, _ = run(capsys, "convert", str(tiny_hf), str(tmp_path / "out"))
+    assert code == 0
+    assert "parameters: 20,908 (float32)" in out and "vocab.txt" in out
+
+
+def test_missing_folder(capsys, tmp_path):
+    code, _, err = run(capsys, "convert", str(tmp_path / "nope"), str(tmp_path / "out"))
+    assert_one_line_error(code, err, "nope: no such folder")
+
+
+def test_hub_id_offline_names_local_alternative(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, _, err = run(capsys, "convert", "someone/some-model", str(tmp_path / "out"))
+    assert_one_line_error(code, err, "could not be downloaded from the Hugging Face Hub.*"
+                                     "local folder")
+
+
+def test_folder_without_weights(capsys, tiny_hf, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(tiny_hf / "config.json", src)
+    code, _, err = run(capsys, "convert", str(src), str(tmp_path / "out"))
+    assert_one_line_error(code, err, "no weights found")
+
+
+def test_folder_without_config(capsys, tiny_hf, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    shutil.copy(tiny_hf / "model.safetensors", src)
+    code, _, err = run(capsys, "convert", str(src), str(tmp_path / "out"))
+    assert_one_line_error(code, err, "no config.json")
+
+
+def test_truncated_safetensors(capsys, tiny_hf, tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(tiny_hf, src)
+    data = (src / "model.safetensors").read_bytes()
+    (src / "model.safetensors").write_bytes(data[: len(data) // 2])
+    code, _, err = run(capsys, "convert", str(src), str(tmp_path / "out"))
+    assert_one_line_error(code, err, "model.safetensors: not a readable safetensors file")
+    assert not (tmp_path / "out").exists()
+
+
+def test_corrupt_safetensors_header(capsys, tiny_hf, tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(tiny_hf, src)
+    (src / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage")
+    code, _, err = run(capsys, "convert", str(src), str(tmp_path / "out"))
+    assert_one_line_error(code, err, "not a readable safetensors file")
+
+
+def test_corrupt_bin(capsys, tmp_path):
+    src = tmp_path / "src"
+    build_hf_checkpoint(src, fmt="bin")
+    (src / "pytorch_model.bin").write_bytes(b"not a zip file at all")
+    code, _, err = run(capsys, "convert", str(src), str(tmp_path / "out"))
+    assert_one_line_error(code, err, "pytorch_model.bin: not a readable PyTorch checkpoint")
+
+
+@pytest.mark.parametrize("arch", ["bert", "roberta"])
+def test_other_architectures_are_refused(capsys, tmp_path, arch):
+    cfg_cls, model_cls = {
+        "bert": (transformers.BertConfig, transformers.BertForSequenceClassification),
+        "roberta": (transformers.RobertaConfig, transformers.RobertaForSequenceClassification),
+    }[arch]
+    cfg = cfg_cls(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                  intermediate_size=20, max_position_embeddings=40)
+    model_cls(cfg).save_pretrained(tmp_path / arch)
+    code, _, err = run(capsys, "convert", str(tmp_path / arch), str(tmp_path / "out"))
+    assert_one_line_error(code, err, f"model_type is '{arch}', not 'distilbert'")
+
+
+def test_wrong_shapes(capsys, tiny_hf, tmp_path):
+    src = tmp_path / "src"
+    shutil.copytree(tiny_hf, src)
+    cfg = json.loads((src / "config.json").read_text())
+    cfg["hidden_dim"] = 40
+    (src / "config.json").write_text(json.dumps(cfg))
+    code, _, err = run(capsys, "convert", str(src), str(tmp_path / "out"))
+    assert_one_line_error(code, err,
+                          r"ffn\.lin1\.weight' has shape \(37, 32\), expected \(40, 32\)")
+
+
+def test_unwritable_dst(capsys, tiny_hf, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, _, err = run(capsys, "convert", str(tiny_hf), str(blocker / "out"))
+    assert_one_line_error(code, err, "cannot write here")
+
+
+def test_existing_dst_needs_force(capsys, tiny_hf, tmp_path):
+    dst = tmp_path / "out"
+    dst.mkdir()
+    (dst / "keep.txt").write_text("mine")
+    code, _, err = run(capsys, "convert", str(tiny_hf), str(dst))
+    assert_one_line_error(code, err, "already exists.*--force")
+    assert (dst / "keep.txt").read_text() == "mine"
+    for name in ("config.json", "model.safetensors"):  # an earlier checkpoint: replaceable
+        shutil.copy(tiny_hf / name, dst)
+    code, _, _ = run(capsys, "convert", str(tiny_hf), str(dst), "--force")
+    assert code == 0 and not (dst / "keep.txt").exists()
+    assert (dst / "flax_model.safetensors").exists()
+
+
+def test_failed_conversion_leaves_nothing(capsys, tiny_hf, tmp_path, monkeypatch):
+    import flaxsent.core.tokenizer as tok
+
+    def explode(*_):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(tok, "copy_tokenizer_files", explode)
+    code, _, err = run(capsys, "convert", str(tiny_hf), str(tmp_path / "out"))
+    assert_one_line_error(code, err, "No space left on device")
+    assert list(tmp_path.iterdir()) == []  # neither DST nor a temporary folder
+
+
+def test_export_round_trip_and_refusals(capsys, tiny_hf, tmp_path):
+    assert run(capsys, "convert", str(tiny_hf), str(tmp_path / "flax"))[0] == 0
+    code, out, _ = run(capsys, "export", str(tmp_path / "flax"), str(tmp_path / "hf"))
+    assert code == 0 and "model.safetensors" in out
+    transformers.DistilBertForSequenceClassification.from_pretrained(tmp_path / "hf")
+    code, _, err = run(capsys, "export", str(tiny_hf), str(tmp_path / "hf2"))
+    assert_one_line_error(code, err, "not a flaxsent checkpoint")
+
+
+@pytest.mark.parametrize("argv, pattern", [
+    (["predict", "in.txt"], "predict needs --model M and an INPUT file"),
+    (["predict", "--merge", "none.json"], "is not a readable predict manifest"),
+    (["predict", "--model", "MODEL", "missing.txt"], "'missing.txt' does not exist"),
+    (["predict", "--model", "MODEL", "in.txt", "--num-processes", "2", "--process-id", "0"],
+     "a sharded run needs -o OUTPUT"),
+    (["predict", "--model", "MODEL", "in.txt", "-o", "out.jsonl", "--resume", "--force",
+      "--chunk-size", "0"], "--chunk-size 0: must be a positive number"),
+    (["eval", "--model", "MODEL", "in.txt"], "plain text, which has no labels"),
+])
+def test_predict_and_eval_errors_are_one_line(capsys, tiny_flax, tmp_path, monkeypatch, argv,
+                                              pattern):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "in.txt").write_text("good fun\n")
+    code, _, err = run(capsys, *[str(tiny_flax) if a == "MODEL" else a for a in argv])
+    assert_one_line_error(code, err, pattern)
+
+
+def test_console_script_has_no_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "flaxsent", "convert", str(tmp_path / "x"),
+                           str(tmp_path / "y")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"flaxsent convert: error: {tmp_path / 'x'}: no such folder"
+
+
+def test_force_replaces_only_an_empty_or_checkpoint_folder(capsys, tiny_hf, tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("not a checkpoint")
+    code, _, err = run(capsys, "convert", str(tiny_hf), str(mine), "--force")
+    assert_one_line_error(code, err, "neither empty nor a checkpoint folder")
+    assert (mine / "notes.txt").read_text() == "not a checkpoint"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run(capsys, "convert", str(tiny_hf), str(empty), "--force")[0] == 0
+    assert run(capsys, "export", str(empty), str(tmp_path / "hf"))[0] == 0
+    assert run(capsys, "export", str(empty), str(tmp_path / "hf"), "--force")[0] == 0
+
+
+@pytest.mark.parametrize("command", ["convert", "export"])
+@pytest.mark.parametrize("where", ["src", "parent"])
+def test_force_never_replaces_src_or_a_folder_holding_it(capsys, tiny_hf, tiny_flax, tmp_path,
+                                                         command, where):
+    src = tmp_path / "models" / "src"
+    shutil.copytree(tiny_hf if command == "convert" else tiny_flax, src)
+    if where == "parent":  # a checkpoint folder that holds SRC too
+        shutil.copy(src / "config.json", src.parent / "config.json")
+        shutil.copy(tiny_flax / "flax_model.safetensors", src.parent)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    dst = src if where == "src" else src.parent
+    code, _, err = run(capsys, command, str(src), str(dst), "--force")
+    assert_one_line_error(code, err, "is the source folder or holds it")
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+def test_output_folder_has_the_normal_permissions(capsys, tiny_hf, tmp_path):
+    plain = tmp_path / "plain"
+    plain.mkdir()  # what any other program would create here under this umask
+    assert run(capsys, "convert", str(tiny_hf), str(tmp_path / "out"))[0] == 0
+    assert (tmp_path / "out").stat().st_mode == plain.stat().st_mode
+
+
+@pytest.mark.parametrize("swap", ["exchange", "two renames"])
+def test_a_failed_swap_brings_the_old_folder_back(capsys, tiny_hf, tmp_path, monkeypatch, swap):
+    """Linux swaps in one renameat2(RENAME_EXCHANGE); elsewhere two renames, undone on failure."""
+    import os
+
+    from flaxsent.core import checkpoint
+    dst = tmp_path / "out"
+    assert run(capsys, "convert", str(tiny_hf), str(dst))[0] == 0
+    before = {p.name: p.read_bytes() for p in dst.iterdir()}
+    rename = os.rename
+
+    def failing(a, b, *args, **kwargs):
+        if ".out.tmp-" in str(a):  # the new folder moving into place
+            raise OSError(5, "Input/output error")
+        return rename(a, b, *args, **kwargs)
+
+    def failing_exchange(a, b):
+        raise OSError(5, "Input/output error", str(b))
+    if swap == "exchange":
+        monkeypatch.setattr(checkpoint, "_exchange", failing_exchange)
+    else:
+        monkeypatch.setattr(checkpoint, "_exchange", lambda a, b: False)
+        monkeypatch.setattr(os, "rename", failing)
+    code, _, err = run(capsys, "convert", str(tiny_hf), str(dst), "--force", "--dtype",
+                       "bfloat16")
+    assert_one_line_error(code, err, "Input/output error")
+    assert {p.name: p.read_bytes() for p in dst.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # nothing left beside it
+
+
+@pytest.mark.parametrize("dtype", ["float8_e4m3fn", "int8", "complex64"])
+def test_a_bin_tensor_of_an_unusable_dtype_is_one_line(capsys, tmp_path, dtype):
+    import torch
+    src = tmp_path / "src"
+    model = build_hf_checkpoint(src, fmt="bin")
+    state = model.state_dict()
+    state["classifier.weight"] = state["classifier.weight"].to(getattr(torch, dtype))
+    torch.save(state, src / "pytorch_model.bin")
+    code, _, err = run(capsys, "convert", str(src), str(tmp_path / "out"))
+    assert_one_line_error(code, err, f"classifier.weight.*{dtype}")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
+def test_predict_into_an_unwritable_place_is_one_line(capsys, tiny_flax, tmp_path, fmt):
+    """A path under a regular file stands in for an unwritable folder (root ignores modes)."""
+    src = tmp_path / "in.txt"
+    src.write_text("a fine film\n")
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, _, err = run(capsys, "predict", "--model", str(tiny_flax), str(src), "-o",
+                       str(blocker / f"out.{fmt}"), "--no-progress")
+    assert_one_line_error(code, err, "Not a directory")
+
+
+def test_predict_says_how_many_texts_it_truncated(capsys, tiny_flax, tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_text("a fine film\n" + "good " * 5000 + "\n")
+    code, _, err = run(capsys, "predict", "--model", str(tiny_flax), str(src), "-o",
+                       str(tmp_path / "out.jsonl"), "--no-progress")
+    assert code == 0, err
+    assert re.search(r"predicted 2 record\(s\) .*; 1 text\(s\) truncated to \d+ tokens", err), err

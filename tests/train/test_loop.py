@@ -1,0 +1,176 @@
+"""`flaxsent train` end to end: a checkpoint out, metrics, resume, compiled shapes, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flaxsent import Classifier
+from flaxsent.core import checkpoint as ckpt
+from flaxsent.errors import FlaxsentError, TrainError
+from flaxsent.train.loop import TrainOptions, train
+from tests.helpers import WORDS, build_hf_checkpoint
+
+POSITIVE = {"great", "good", "brilliant", "fun", "love", "best", "enjoyed"}
+
+
+def _write_tsv(path: Path, n: int, seed: int = 0, header: str = "sentence\tlabel") -> Path:
+    """An SST-2-style TSV whose label says whether a positive word occurs."""
+    rng = np.random.default_rng(seed)
+    lines = [header]
+    for _ in range(n):
+        words = list(rng.choice(WORDS, rng.integers(2, 12)))
+        lines.append(f"{' '.join(words)}\t{int(bool(POSITIVE & set(words)))}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _options(tiny_hf: Path, tmp_path: Path, **changes) -> TrainOptions:
+    data = _write_tsv(tmp_path / "train.tsv", 96)
+    base = dict(model=str(tiny_hf), data=str(data), out=str(tmp_path / "out"),
+                eval=str(_write_tsv(tmp_path / "dev.tsv", 40, seed=1)), batch_size=16,
+                max_steps=8, warmup_steps=2, learning_rate=1e-3, max_length=32,
+                save_every=3, progress=False)
+    return TrainOptions(**{**base, **changes})
+
+
+def test_a_run_writes_a_checkpoint_metrics_and_curves(tiny_hf, tmp_path):
+    result = train(_options(tiny_hf, tmp_path, epochs=2, max_steps=None, tensorboard=True))
+    out = tmp_path / "out"
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    assert result.steps == 12 and result.examples == 96  # 2 epochs of 6 steps of 16
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in records if r["kind"] == "step"]
+    evals = [r for r in records if r["kind"] == "eval"]
+    assert [r["step"] for r in steps] == list(range(1, 13))
+    assert [r["step"] for r in evals] == [6, 12] and 0 <= evals[-1]["accuracy"] <= 1
+    assert steps[0]["learning_rate"] == 0.0 and steps[2]["learning_rate"] == pytest.approx(1e-3)
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    clf = Classifier.from_pretrained(out, cache_dir=tmp_path / "cache")
+    assert clf(["a great film"])[0]["label"] in ("NEGATIVE", "POSITIVE")
+    from flaxsent.convert.flax_to_torch import export_checkpoint
+    export_checkpoint(out, tmp_path / "hf")  # the run's output exports like any checkpoint
+    import transformers
+    torch_model = transformers.DistilBertForSequenceClassification.from_pretrained(tmp_path / "hf")
+    assert torch_model.config.id2label == {0: "NEGATIVE", 1: "POSITIVE"}
+    assert set(result.compiled_shapes) <= {s.as_tuple() for s in result.plan_shapes}
+    # the step ladder for 16 examples on one device; only the rungs the steps used compile
+    assert [s.rows for s in result.plan_shapes] == [1, 2, 3, 4, 6, 8, 12, 16]
+    assert result.compiled_shapes
+
+
+def test_it_learns_an_easy_task(tiny_hf, tmp_path):
+    """Whether a positive word occurs: the tiny model learns it in 8 epochs."""
+    result = train(_options(tiny_hf, tmp_path, epochs=8, max_steps=None, learning_rate=1e-2,
+                            warmup_steps=0, dropout=False))
+    steps = [json.loads(x) for x in (result.out / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in steps if r["kind"] == "step"]
+    assert np.mean(losses[-6:]) < 0.2 * np.mean(losses[:6])
+    assert result.eval_metrics["accuracy"] >= 0.75  # held out; the majority class is ~60%
+
+
+def test_masked_lm_source_needs_num_labels(tmp_path):
+    mlm = tmp_path / "mlm"
+    build_hf_checkpoint(mlm, head="mlm")
+    with pytest.raises(FlaxsentError, match="--num-labels"):
+        train(_options(mlm, tmp_path, max_steps=2))
+    result = train(_options(mlm, tmp_path, max_steps=2, num_labels=2, force=True,
+                            label_names=("NEGATIVE", "POSITIVE")))
+    assert ckpt.read_config(result.out).labels == ("NEGATIVE", "POSITIVE")
+
+
+def test_packed_and_padded_runs_end_with_the_same_weights(tiny_hf, tmp_path):
+    """Dropout off: packing changes the layout, not the arithmetic."""
+    opts = dict(dropout=False, max_steps=4)
+    packed = train(_options(tiny_hf, tmp_path, out=str(tmp_path / "p"), **opts))
+    padded = train(_options(tiny_hf, tmp_path, out=str(tmp_path / "q"), packed=False, **opts))
+    texts = [" ".join(WORDS[i:i + 7]) for i in range(0, 50, 5)]
+    a = Classifier.from_pretrained(packed.out, cache_dir=tmp_path / "c").logits(texts)
+    b = Classifier.from_pretrained(padded.out, cache_dir=tmp_path / "c").logits(texts)
+    assert np.abs(a - b).max() < 1e-4  # Adam's normalisation amplifies 1e-7 gradient noise
+    assert np.abs(a - Classifier.from_pretrained(tiny_hf, cache_dir=tmp_path / "c").logits(
+        texts)).max() > 1e-2  # and both did train
+    assert len(padded.compiled_shapes) == 1 and padded.compiled_shapes[0][1:] == (32, 1)
+
+
+def test_resume_after_sigkill_ends_bit_identical(tiny_hf, tmp_path):
+    whole = train(_options(tiny_hf, tmp_path, out=str(tmp_path / "whole")))
+    opts = _options(tiny_hf, tmp_path, out=str(tmp_path / "killed"))
+    cmd = [sys.executable, "-m", "flaxsent", "train", "--model", opts.model, "--data",
+           opts.data, "--eval", opts.eval, "--out", opts.out, "--batch-size", "16",
+           "--max-steps", "8", "--warmup-steps", "2", "--learning-rate", "1e-3",
+           "--max-length", "32", "--save-every", "3", "--no-progress"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, env={**os.environ})
+    metrics = Path(opts.out) / "metrics.jsonl"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if metrics.exists() and metrics.read_text().count('"kind": "step"') >= 5:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (Path(opts.out) / ckpt.FLAX_WEIGHTS).exists()
+    result = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "resumed from step 3" in result.stderr or "resumed from step 6" in result.stderr
+    a, b = ckpt.load_flax_params(whole.out), ckpt.load_flax_params(Path(opts.out))
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    steps = [json.loads(x)["step"] for x in metrics.read_text().splitlines()
+             if '"kind": "step"' in x]
+    assert steps == list(range(1, 9))
+
+
+def test_resume_refuses_other_options_or_data(tiny_hf, tmp_path):
+    train(_options(tiny_hf, tmp_path, max_steps=2))
+    with pytest.raises(TrainError, match="learning_rate: 0.001 -> 0.002"):
+        train(_options(tiny_hf, tmp_path, max_steps=2, learning_rate=2e-3, resume=True))
+    _write_tsv(tmp_path / "train.tsv", 97)
+    with pytest.raises(TrainError, match="data file changed"):
+        train(TrainOptions(**{**_options(tiny_hf, tmp_path, max_steps=2, resume=True).__dict__,
+                              "data": str(tmp_path / "train.tsv")}))
+
+
+@pytest.mark.parametrize(("content", "match"), [
+    ("sentence\tlabel\n", "holds no labelled examples"),
+    ("sentence\tgold\nfine\t1\n", "no label column 'label'"),
+    ("sentence\tlabel\nfine\t1\nbad\tmaybe\n", r"line 3: label 'maybe' is not a class"),
+    ("sentence\tlabel\n" + "ok\t1\n" * 5, "5 example\\(s\\), fewer than one batch of 16"),
+])
+def test_bad_data_is_one_clear_error(tiny_hf, tmp_path, content, match):
+    data = tmp_path / "bad.tsv"
+    data.write_text(content, encoding="utf-8")
+    with pytest.raises(FlaxsentError, match=match):
+        train(_options(tiny_hf, tmp_path, data=str(data)))
+
+
+def test_output_folder_rules(tiny_hf, tmp_path):
+    other = tmp_path / "out"
+    other.mkdir()
+    (other / "precious.txt").write_text("keep me")
+    with pytest.raises(TrainError, match="already exists"):
+        train(_options(tiny_hf, tmp_path, max_steps=1))
+    with pytest.raises(TrainError, match="not a flaxsent training output"):
+        train(_options(tiny_hf, tmp_path, max_steps=1, force=True))
+    assert (other / "precious.txt").exists()
+    with pytest.raises(TrainError, match="no training run to continue"):
+        train(_options(tiny_hf, tmp_path, max_steps=1, resume=True))
+
+
+def test_a_diverging_loss_stops_and_keeps_the_last_good_state(tiny_hf, tmp_path):
+    """Step 1 runs at lr 0 (warm-up), step 2's update explodes, step 3's loss is not finite:
+    the state saved after step 2 is bad too, so step 1's is the last good one."""
+    with pytest.raises(TrainError, match=r"loss became (nan|inf) at step 3: stopped\. The "
+                                         r"last good train state is step 1 .*--resume"):
+        train(_options(tiny_hf, tmp_path, learning_rate=1e30, warmup_steps=2,
+                       max_grad_norm=None, max_steps=8, save_every=1))
+    assert sorted(p.name for p in (tmp_path / "out" / "train_state").iterdir()
+                  if p.name.isdigit()) == ["1"]
