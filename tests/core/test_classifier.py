@@ -228,8 +228,8 @@ def test_none_inputs_hold_their_place(tiny_flax, tmp_path):
 
 def test_batches_are_formed_per_window_of_inputs_bad_rows_included(tiny_flax, tmp_path,
                                                                     monkeypatch):
-    """Regression (issue 9, item 5): windows counted only the real texts, so a bad row moved
-    later texts into other batches and a merged or resumed run differed from one run."""
+    """A bad (None) row counts in its window, so later texts keep the batches of one
+    uninterrupted run and a merged or resumed run computes the same logits."""
     clf = Classifier.from_pretrained(tiny_flax, cache_dir=tmp_path, window=4)
     windows = []
     batch_window = type(clf.plan)._window_batches

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from flaxsent.errors import FlaxsentError, RecordsError
-from flaxsent.io.readers import Record, read_records
-from flaxsent.io.record_count import count_records
+from flaxsent.io.readers import Record, count_records, read_records
 
 
 def _write(path: Path, data: bytes) -> str:

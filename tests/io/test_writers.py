@@ -216,8 +216,8 @@ FORMULAS = {  # cell -> as a safe CSV writes it (OWASP's CSV injection starts; n
 
 @pytest.mark.parametrize("safe", [True, False])
 def test_csv_cells_that_would_run_as_formulas_are_neutralised(tmp_path, safe):
-    """Regression (issue 9, item 11): carried-through cells were written verbatim, so a
-    spreadsheet opening the output ran `=...` cells as formulas."""
+    """Carried-through cells starting with a formula character are neutralised, so a
+    spreadsheet opening the output shows `=...` cells as text."""
     import csv
     path = tmp_path / "out.csv"
     rows = [{"=cmd|' /C calc'!A0": cell, "label": "-1+1", "score": -0.25} for cell in FORMULAS]

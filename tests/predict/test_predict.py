@@ -382,8 +382,8 @@ def _stopped_run(tiny_flax, tmp_path) -> tuple[Path, Path, Path, bytes]:
     ("window", "window: 4 -> 8"),
 ])
 def test_resume_refuses_to_continue_another_run(tiny_flax, tmp_path, change, what):
-    """Regression (issue 9, item 2): --resume mixed another input, model or options into one
-    output without a word."""
+    """--resume refuses, saying what differs, when the input, model or options differ from the
+    run recorded beside the output: one output never mixes two runs."""
     model, src, out, _ = _stopped_run(tiny_flax, tmp_path)
     load: dict = {"window": 4}
     options: dict = {}
@@ -439,7 +439,8 @@ def test_resume_of_the_same_run_goes_on_and_a_missing_record_is_refused(tiny_fla
 
 
 def test_csv_output_neutralises_formulas_unless_told_not_to(tiny_flax, tmp_path):
-    """Regression (issue 9, item 11): a carried-through `=...` cell reached the CSV verbatim."""
+    """A carried-through `=...` cell gets a leading ' in CSV output (a spreadsheet would run
+    it as a formula), unless --no-csv-safe."""
     src = tmp_path / "in.csv"
     write_input(src, [{"id": "=HYPERLINK(\"http://evil\")", "text": "good fun"},
                       {"id": "-3", "text": "bad film"}, {"id": "@x", "text": "fine"}])

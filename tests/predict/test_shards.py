@@ -151,7 +151,8 @@ def _run_two_parts(clf: Classifier, src: Path, out: Path) -> list[shards.Shard]:
 @pytest.mark.parametrize("damage", ["empty", "missing", "stopped", "no-record",
                                     "truncated-after-done", "other-input"])
 def test_merge_never_drops_the_rows_of_an_unfinished_part(tiny_flax, tmp_path, capsys, damage):
-    """Regression (issue 9, item 1): an empty or stopped last part merged into 4 rows, exit 0."""
+    """Merge refuses, naming the part, when a part is empty or stopped: never a short output
+    with exit 0."""
     clf4, src, out, parts = _two_parts_of_eight(tiny_flax, tmp_path)
     manifest = shards.write_manifest(str(out), parts[0], str(src))
     part1 = Path(parts[1].part_path(str(out)))
@@ -206,8 +207,8 @@ def test_merge_of_complete_parts_and_a_rerun_withdraws_completion(tiny_flax, tmp
 @pytest.mark.parametrize("on_error", ["skip", "fail"])
 def test_merge_is_byte_identical_to_one_process_in_every_format(tiny_flax, tmp_path, fmt_in,
                                                                  fmt_out, on_error):
-    """Regression (issue 9, item 5): merging parts with error records into csv or parquet
-    failed; every output format now merges to exactly the single-process file."""
+    """Parts holding error records merge into csv, parquet or jsonl exactly as the
+    single-process run writes that file."""
     clf4 = Classifier.from_pretrained(tiny_flax, window=4)
     src = tmp_path / f"in.{fmt_in}"
     write_input(src, [{"id": f"r{i}", "text": t} for i, t in enumerate(texts(23, seed=15))])
