@@ -24,8 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flaxsent.errors import NonFiniteLogitsError, PredictError, WriteError
-from flaxsent.io.readers import STDIO, Record, read_records
-from flaxsent.io.record_count import count_records
+from flaxsent.io.readers import STDIO, Record, count_records, read_records
 from flaxsent.io.writers import (
     ChunkedOutput,
     ParquetWriter,
