@@ -265,6 +265,7 @@ def run_harness(opts: BenchOptions) -> BenchResult:
     from transformers.utils import logging as hf_logging
 
     from flaxsent.core import checkpoint as ckpt
+    from flaxsent.core.classifier import length_limit
     from flaxsent.core.tokenizer import TextTokenizer
     CompileMeter.get()  # listen before the first compile
     accelerator = jax.default_backend() != "cpu"
@@ -280,7 +281,7 @@ def run_harness(opts: BenchOptions) -> BenchResult:
 
     cfg = ckpt.read_config(folder)
     tokenizer = TextTokenizer.from_folder(folder)
-    limit = min(tokenizer.model_max_length, cfg.max_position_embeddings)
+    limit = length_limit(tokenizer, cfg)  # the max_length Classifier runs with by default
     _, raw = tokenizer.encode_batch(texts, truncation=True)
     raw = np.asarray(raw, np.int64)
     lengths = np.minimum(raw, limit)  # [N] tokens each sentence really runs, [CLS]/[SEP] in

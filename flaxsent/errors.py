@@ -24,7 +24,9 @@ class NonFiniteLogitsError(FlaxsentError):
     def __init__(self, index: int, logits: Sequence[float], others: int = 0):
         also = f" (and for {others} other input(s) of its batch)" if others else ""
         self.index = index  # the input's position in the stream, 0-based
-        self.detail = (f"the model gave non-finite logits {list(map(float, logits))}{also}; the "
+        self.logits = list(map(float, logits))
+        self.others = others  # other inputs of the rows checked with it that are non-finite too
+        self.detail = (f"the model gave non-finite logits {self.logits}{also}; the "
                        "checkpoint is broken (NaN or inf weights?), no score is written")
         super().__init__(f"input {index}: {self.detail}")
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from flaxsent.aot.tpu import Topology, get_topology, roofline
 from flaxsent.core import checkpoint as ckpt
+from flaxsent.core.classifier import default_precision, length_limit
 from flaxsent.core.engine import Engine, PmapEngine
 from flaxsent.core.plan import Shape, ShapePlan, StepPlan, batch_budget
 from flaxsent.core.tokenizer import TextTokenizer
@@ -220,11 +221,11 @@ def compile_for_topology(topology: str, model: str | None = None, dtype: str = "
         tokenizer = TextTokenizer.from_folder(folder)
     except FileNotFoundError as e:
         raise AotError(str(e)) from None
-    max_length = min(tokenizer.model_max_length, cfg.max_position_embeddings)  # as Classifier
+    max_length = length_limit(tokenizer, cfg)
     tokenizer = tokenizer.with_max_length(max_length)
     n = len(topo.devices)
     plan = tpu_plan(max_length, n)
-    precision = "highest" if dtype == "float32" else "default"  # as Classifier picks it
+    precision = default_precision(dtype)
     lengths = corpus_lengths(tokenizer)
     corpus = CorpusBatches.of(plan, lengths, tokenizer.pad_id)
     abstract = ckpt.abstract_model(cfg, jnp.dtype(dtype), jnp.dtype(dtype))

@@ -24,7 +24,7 @@ from flax import nnx
 from flaxsent.core.config import DistilBertConfig
 from flaxsent.core.model import DistilBertForSequenceClassification
 from flaxsent.core.safetensors_reader import read_safetensors, read_sharded
-from flaxsent.core.state_dict import Params, check_keys, torch_to_flax_params
+from flaxsent.core.state_dict import FlatParams, check_keys, torch_to_flax_params
 from flaxsent.errors import CheckpointError
 
 FLAX_WEIGHTS = "flax_model.safetensors"
@@ -123,7 +123,7 @@ def model_from_params(cfg: DistilBertConfig, params: Mapping[str, np.ndarray], *
     return nnx.merge(graphdef, nnx.from_flat_state(leaves))
 
 
-def params_of(model: DistilBertForSequenceClassification) -> Params:
+def params_of(model: DistilBertForSequenceClassification) -> FlatParams:
     """The model's parameters as flat numpy arrays keyed by '/'-joined path (what
     `save_flax_checkpoint` writes)."""
     state = nnx.state(model, nnx.Param)
@@ -177,7 +177,7 @@ def _read_torch_bin(path: Path) -> dict[str, np.ndarray]:
     return out
 
 
-def save_flax_checkpoint(folder: Path, cfg: DistilBertConfig, params: Params) -> None:
+def save_flax_checkpoint(folder: Path, cfg: DistilBertConfig, params: FlatParams) -> None:
     """Write config.json and flax_model.safetensors into an existing folder."""
     cfg.save_json(folder / CONFIG)
     arrays = {k: np.ascontiguousarray(v) for k, v in sorted(params.items())}
@@ -205,7 +205,7 @@ def _io_reason(message: str) -> str:
     return found.group(1) if found else message.splitlines()[0]
 
 
-def load_flax_params(folder: Path) -> Params:
+def load_flax_params(folder: Path) -> FlatParams:
     """The flat params of a converted folder."""
     return read_safetensors(folder / FLAX_WEIGHTS)
 

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from flaxsent.core import checkpoint as ckpt
+from flaxsent.core.config import DistilBertConfig
 from flaxsent.core.engine import Engine, PmapEngine, enable_compilation_cache
 from flaxsent.core.model import DistilBertForSequenceClassification
 from flaxsent.core.plan import (
@@ -68,7 +69,7 @@ class Classifier:
                 f"the tokenizer has ids up to {tokenizer.vocab_size - 1} but the model's "
                 f"embedding has {cfg.vocab_size} rows (vocab_size in config.json): texts with "
                 "those tokens would get NaN scores; use the tokenizer the model was trained with")
-        limit = min(tokenizer.model_max_length, cfg.max_position_embeddings)
+        limit = length_limit(tokenizer, cfg)
         if max_length is None:
             max_length = limit
         elif isinstance(max_length, bool) or not isinstance(max_length, int) \
@@ -77,9 +78,8 @@ class Classifier:
                                 f"model's limit of {limit} tokens")
         if backend not in BACKENDS:
             raise FlaxsentError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)}")
-        if precision is None:  # exact fp32 by default; bf16 runs at the hardware's native rate
-            dtype = model.embeddings.word_embeddings.dtype or jnp.float32
-            precision = "highest" if jnp.dtype(dtype) == jnp.float32 else "default"
+        if precision is None:
+            precision = default_precision(model.embeddings.word_embeddings.dtype or jnp.float32)
         self.model = model
         self.config = cfg
         self.labels = cfg.labels
@@ -196,10 +196,11 @@ class Classifier:
         start = time.perf_counter()
         collector = OrderedCollector()
         in_flight: collections.deque = collections.deque()
-        batches = (batch for window in self._encode(iter(texts), truncation, stats, collector)
-                   for batch in self.plan.batches(window, self.tokenizer.pad_id, self.window))
-        for batch in batches:
-            in_flight.append((batch, self.engine.run(batch)))
+        batches = (item for window in self._encode(iter(texts), truncation, stats, collector)
+                   for item in dispatch(self.engine, self.plan, window, self.tokenizer.pad_id,
+                                        self.window))
+        for batch, logits in batches:
+            in_flight.append((batch, logits))
             stats.n_batches += 1
             stats.real_tokens += batch.real_tokens
             stats.computed_tokens += batch.computed_tokens
@@ -241,11 +242,8 @@ class Classifier:
     def _collect(item: tuple[Batch, jax.Array], collector: OrderedCollector,
                  ) -> list[np.ndarray | None]:
         batch, logits = item
-        rows = batch.select(np.asarray(logits, dtype=np.float32))  # blocks on this batch only
-        bad = np.flatnonzero(~np.isfinite(rows).all(axis=1))
-        if bad.size:
-            first = bad[np.argmin(batch.positions[bad])]
-            raise NonFiniteLogitsError(int(batch.positions[first]), rows[first], bad.size - 1)
+        rows = read_back(batch, logits)
+        check_finite(rows, batch.positions)
         collector.add(batch.positions, rows)
         return collector.pop_ready()
 
@@ -275,6 +273,44 @@ class Classifier:
             return {"label": self.labels[i], "score": float(scores[i])}
         order = np.argsort(-scores, kind="stable")[:k]
         return [{"label": self.labels[i], "score": float(scores[i])} for i in order]
+
+
+# ---- the rules and steps of every run over the engine (Classifier, serve's Batcher, aot) ---
+
+def length_limit(tokenizer: TextTokenizer, config: DistilBertConfig) -> int:
+    """The most tokens a text may have: the tokenizer's limit, within the model's positions."""
+    return min(tokenizer.model_max_length, config.max_position_embeddings)
+
+
+def default_precision(dtype: Any) -> str:
+    """The matmul precision for weights of `dtype`: exact ('highest') for float32, else the
+    hardware's native rate ('default')."""
+    return "highest" if jnp.dtype(dtype) == jnp.float32 else "default"
+
+
+def dispatch(engine: Engine | PmapEngine, plan: ShapePlan,
+             items: Iterable[tuple[int, Sequence[int]]], pad_id: int, window: int,
+             ) -> Iterator[tuple[Batch, jax.Array]]:
+    """The plan's batches of (index, token ids) items, each with its logits as dispatched to
+    the device (asynchronously: not read back yet); a batch is dispatched when it is pulled."""
+    for batch in plan.batches(items, pad_id, window):
+        yield batch, engine.run(batch)
+
+
+def read_back(batch: Batch, logits: jax.Array) -> np.ndarray:
+    """The batch's real texts' logits [n, C] float32 on the host, in `batch.positions` order
+    (blocks on this batch only)."""
+    return batch.select(np.asarray(logits, dtype=np.float32))
+
+
+def check_finite(rows: np.ndarray, positions: np.ndarray | None = None) -> None:
+    """Raise `NonFiniteLogitsError` for the first input (by position: `positions`, default
+    the row's own index) whose logits row [C] of `rows` [N, C] holds NaN or inf."""
+    bad = np.flatnonzero(~np.isfinite(rows).all(axis=1))
+    if bad.size:
+        at = np.arange(len(rows)) if positions is None else positions
+        first = bad[np.argmin(at[bad])]
+        raise NonFiniteLogitsError(int(at[first]), rows[first], bad.size - 1)
 
 
 def softmax(x: np.ndarray) -> np.ndarray:

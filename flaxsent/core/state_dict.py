@@ -19,7 +19,7 @@ from flaxsent.core.mapping import (
 )
 from flaxsent.errors import CheckpointError
 
-Params = dict[str, np.ndarray]  # '/'-joined Flax path -> array
+FlatParams = dict[str, np.ndarray]  # '/'-joined Flax path -> array
 # Buffers some checkpoints carry that are not parameters.
 _IGNORED_BUFFERS = ("distilbert.embeddings.position_ids",)
 DTYPES = ("float32", "bfloat16")
@@ -44,7 +44,7 @@ def _some(names: list[str], n: int = 5) -> str:
 
 def torch_to_flax_params(state: dict[str, np.ndarray], cfg: DistilBertConfig, *,
                          dtype: str = "float32", fresh_head_seed: int | None = None,
-                         ) -> tuple[Params, list[str]]:
+                         ) -> tuple[FlatParams, list[str]]:
     """Map a PyTorch state dict onto Flax paths; missing, unexpected or mis-shaped is an error.
 
     `fresh_head_seed` (set when the user asks for `--num-labels`) lets a checkpoint without a
@@ -78,7 +78,7 @@ def torch_to_flax_params(state: dict[str, np.ndarray], cfg: DistilBertConfig, *,
 
     target = np.dtype(np_dtype(dtype))
     rng = np.random.default_rng(fresh_head_seed)
-    params: Params = {}
+    params: FlatParams = {}
     for entry in table:
         if fresh_head and is_head(entry):
             params[entry.flax_path] = _fresh(entry, rng).astype(target)
@@ -100,7 +100,7 @@ def torch_to_flax_params(state: dict[str, np.ndarray], cfg: DistilBertConfig, *,
     return params, skipped
 
 
-def flax_to_torch_state(params: Params, cfg: DistilBertConfig) -> dict[str, np.ndarray]:
+def flax_to_torch_state(params: FlatParams, cfg: DistilBertConfig) -> dict[str, np.ndarray]:
     """Map flat Flax params back to PyTorch keys; every table entry is used exactly once."""
     table = parameter_table(cfg)
     check_keys({e.flax_path for e in table}, set(params),

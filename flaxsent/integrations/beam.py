@@ -30,6 +30,7 @@ except ImportError as err:  # the extra is optional: say how to get it
 from flaxsent.core.classifier import Classifier
 from flaxsent.core.plan import DEFAULT_MAX_BATCH_SIZE, DEFAULT_PACK_LENGTH, ShapePlan, batch_budget
 from flaxsent.integrations.scoring import RowScorer
+from flaxsent.io.records import ERROR
 
 METRICS_NAMESPACE = "BeamML_Flaxsent"
 DEFAULT_WINDOW = 4096  # Classifier's default window, the most texts it batches together
@@ -69,7 +70,7 @@ class FlaxsentModelHandler(ModelHandler[Any, PredictionResult, RowScorer]):
                       ) -> Iterable[PredictionResult]:
         """One PredictionResult per element, in order (bad elements as error records)."""
         records = model.score(list(batch))  # one call: `model` may be another process's
-        errors = sum("error" in record for record in records)
+        errors = sum(ERROR in record for record in records)
         if errors:
             Metrics.counter(METRICS_NAMESPACE, "num_error_records").inc(errors)
         return [PredictionResult(example, record, self._model_path)

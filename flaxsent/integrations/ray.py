@@ -26,8 +26,9 @@ import numpy as np
 from flaxsent.core.classifier import Classifier
 from flaxsent.errors import FlaxsentError
 from flaxsent.integrations.scoring import RowScorer
+from flaxsent.io import records
 
-OUTPUT_COLUMNS = ("label", "score", "error")
+OUTPUT_COLUMNS = (*records.prediction_fields(top_k=1, logits=False), records.ERROR)
 
 
 class FlaxsentPredictor:
@@ -53,13 +54,14 @@ class FlaxsentPredictor:
             raise FlaxsentError(f"the batch has no {self.text_column!r} column; its columns "
                                 f"are {', '.join(map(repr, columns)) or '(none)'}: pass "
                                 "text_column= to FlaxsentPredictor")
-        records = self.scorer.score(list(batch[self.text_column]), repr(self.text_column))
-        labels = [r["label"] for r in records]
-        scores = np.array([np.nan if r["score"] is None else r["score"] for r in records])
-        errors = [r.get("error", "") for r in records]
-        renamed = {c: f"input_{c}" for c in columns if c in OUTPUT_COLUMNS}
+        scored = self.scorer.score(list(batch[self.text_column]), repr(self.text_column))
+        labels = [r[records.LABEL] for r in scored]
+        scores = np.array([np.nan if r[records.SCORE] is None else r[records.SCORE]
+                           for r in scored])
+        errors = [r.get(records.ERROR, "") for r in scored]
+        renamed = {c: records.input_name(c, OUTPUT_COLUMNS) for c in columns}
         if not is_frame:
-            out = {renamed.get(c, c): batch[c] for c in columns}
+            out = {renamed[c]: batch[c] for c in columns}
             out.update(label=np.array(labels, dtype=object), score=scores,
                        error=np.array(errors, dtype=object))
             return out

@@ -17,6 +17,7 @@ import numpy as np
 
 from flaxsent.core.classifier import Classifier
 from flaxsent.errors import FlaxsentError
+from flaxsent.io import records
 
 
 def as_text(value: Any, name: str) -> tuple[str | None, str | None]:
@@ -39,7 +40,8 @@ class RowScorer:
     """A `Classifier` that turns a batch of values into `flaxsent predict`'s output records.
 
     A good value gives {'label', 'score'} (top_k=1) or {'labels': [...]} (otherwise), plus
-    'logits' when asked; a bad one gives the same keys set to None plus 'error'.
+    'logits' when asked; a bad one gives the same keys set to None plus 'error' (see
+    `flaxsent.io.records`).
     """
 
     def __init__(self, classifier: Classifier, *, top_k: int | None = 1,
@@ -57,8 +59,7 @@ class RowScorer:
     @property
     def fields(self) -> tuple[str, ...]:
         """The prediction keys of every record, 'error' aside."""
-        fields = ("label", "score") if self.top_k == 1 else ("labels",)
-        return fields + (("logits",) if self.logits else ())
+        return records.prediction_fields(self.top_k, self.logits)
 
     def score(self, values: Sequence[Any], name: str = "the element") -> list[dict[str, Any]]:
         """One record per value, in order; `name` says what a value is in error messages."""
@@ -70,10 +71,7 @@ class RowScorer:
     def _good(self, logits: np.ndarray) -> dict[str, Any]:
         result = self.classifier.format_scores(logits, top_k=self.top_k,
                                                function_to_apply=self.function_to_apply)
-        record = dict(result) if self.top_k == 1 else {"labels": result}
-        if self.logits:
-            record["logits"] = [float(v) for v in logits]
-        return record
+        return records.good_row(result, self.top_k, logits if self.logits else None)
 
     def _bad(self, error: str) -> dict[str, Any]:
-        return {**dict.fromkeys(self.fields), "error": error}
+        return records.bad_row(error, self.top_k, self.logits)

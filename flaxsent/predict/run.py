@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flaxsent.errors import NonFiniteLogitsError, PredictError, WriteError
+from flaxsent.io import records
 from flaxsent.io.readers import STDIO, Record, count_records, read_records
 from flaxsent.io.writers import (
     ChunkedOutput,
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
 
     from flaxsent.core.classifier import Classifier
 
-PREDICTION_FIELDS = ("label", "score", "labels", "logits", "line", "error", ROW_FIELD)
+PREDICTION_FIELDS = (*records.FIELDS, ROW_FIELD)  # input columns of these names: input_<name>
 RUN_SUFFIX = ".run.json"  # beside an output: what the run that writes it depends on
 _M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
 _MMAP_THRESHOLD = 128 * 1024  # glibc's own initial value, then held fixed
@@ -74,10 +75,10 @@ class RowFormatter:
         """The keys of every output record, in order, given the input's other columns
         (`merged`: of a csv/parquet output that parts are merged into)."""
         names = [ROW_FIELD] if self.row_index and not merged else []
-        names += [f"input_{key}" if key in PREDICTION_FIELDS else key for key in extras]
-        names += ["label", "score"] if self.top_k == 1 else ["labels"]
-        names += ["logits"] if self.logits else []
-        names += ["line", "error"] if errors_possible and (self.uniform or merged) else []
+        names += [records.input_name(key, PREDICTION_FIELDS) for key in extras]
+        names += records.prediction_fields(self.top_k, self.logits)
+        names += [records.LINE, records.ERROR] if errors_possible and (self.uniform or merged) \
+            else []
         return list(dict.fromkeys(names))
 
     def _extras(self, record: Record, index: int) -> dict[str, Any]:
@@ -85,40 +86,26 @@ class RowFormatter:
         if self.row_index:
             out[ROW_FIELD] = index
         for key, value in record.extra.items():
-            # an input column named like an output field keeps its value under input_<name>
-            out[f"input_{key}" if key in PREDICTION_FIELDS else key] = value
+            out[records.input_name(key, PREDICTION_FIELDS)] = value
         return out
 
     def ok(self, record: Record, index: int, logits: np.ndarray, errors_possible: bool,
            ) -> dict[str, Any]:
         """The output record of a row the classifier scored (`logits` [C])."""
         row = self._extras(record, index)
-        result = self.score(logits)
-        if self.top_k == 1:
-            row.update(result)  # label, score
-        else:
-            row["labels"] = result
-        if self.logits:
-            row["logits"] = [float(v) for v in logits]
+        row.update(records.good_row(self.score(logits), self.top_k,
+                                    logits if self.logits else None))
         if errors_possible and self.uniform:
-            row["line"] = record.line
-            row["error"] = ""  # not None: a parquet column must get its type from any chunk
+            row[records.LINE] = record.line
+            row[records.ERROR] = ""  # not None: a parquet column must get its type from any chunk
         elif errors_possible and self.row_index:  # a part: merging into csv needs every line
-            row["line"] = record.line
+            row[records.LINE] = record.line
         return row
 
     def bad(self, record: Record, index: int) -> dict[str, Any]:
         """The error record of a row that could not be read (--on-error skip)."""
         row = self._extras(record, index)
-        if self.top_k == 1:
-            row["label"] = None
-            row["score"] = None
-        else:
-            row["labels"] = None
-        if self.logits:
-            row["logits"] = None
-        row["line"] = record.line
-        row["error"] = record.error
+        row.update(records.bad_row(record.error, self.top_k, self.logits, line=record.line))
         return row
 
 

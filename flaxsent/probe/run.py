@@ -225,7 +225,7 @@ def pick_label(labels: Sequence[str], wanted: str | None) -> str:
 
 
 @dataclasses.dataclass(frozen=True)
-class Scored:
+class SentenceScores:
     """One sentence's scores (label -> probability, the model's label order) and its label."""
 
     sentence: str
@@ -233,13 +233,14 @@ class Scored:
     label: str
 
 
-def score(clf: Classifier, sentences: Sequence[str]) -> list[Scored]:
+def score(clf: Classifier, sentences: Sequence[str]) -> list[SentenceScores]:
     """Classify `sentences` through the engine; scores exactly as `clf(..., top_k=None)`."""
     out = []
     for text, row in zip(sentences, clf.logits(sentences), strict=True):
         ranked = clf.format_scores(row, top_k=None)
         by_label = {r["label"]: r["score"] for r in ranked}
-        out.append(Scored(text, {str(k): by_label[k] for k in clf.labels}, ranked[0]["label"]))
+        out.append(SentenceScores(text, {str(k): by_label[k] for k in clf.labels},
+                                  ranked[0]["label"]))
     return out
 
 
@@ -299,7 +300,7 @@ class ProbeResult:
     plan: ProbePlan
     labels: tuple[str, ...]
     label: str
-    scored: tuple[Scored, ...]
+    scored: tuple[SentenceScores, ...]
     groups: tuple[Group, ...]
 
 
@@ -320,7 +321,7 @@ def run_probe(clf: Classifier, plan: ProbePlan, label: str | None = None) -> Pro
     return ProbeResult(plan, labels, label, tuple(scored), tuple(groups))
 
 
-def _mean_group(plan: ProbePlan, scored: Sequence[Scored], labels: tuple[str, ...],
+def _mean_group(plan: ProbePlan, scored: Sequence[SentenceScores], labels: tuple[str, ...],
                 label: str) -> Group:
     """Each value's scores averaged over the templates; its label is the mean's argmax."""
     by_value: dict[tuple[str, ...], list[list[float]]] = {}
@@ -342,8 +343,8 @@ class PairsResult:
     columns: tuple[str, str]
     labels: tuple[str, ...]
     label: str
-    a: tuple[Scored, ...]
-    b: tuple[Scored, ...]
+    a: tuple[SentenceScores, ...]
+    b: tuple[SentenceScores, ...]
     delta: np.ndarray  # [N]
 
     def worst(self, k: int) -> list[int]:

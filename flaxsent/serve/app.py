@@ -27,8 +27,9 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from flaxsent.core.classifier import Classifier
-from flaxsent.errors import FlaxsentError
-from flaxsent.serve.batcher import Batcher, EngineError, Scored
+from flaxsent.errors import FlaxsentError, NonFiniteLogitsError
+from flaxsent.io.records import score_first
+from flaxsent.serve.batcher import Batcher, EngineError, RequestLogits
 from flaxsent.serve.http import ApiError, DrainingServer, Gate, bind
 from flaxsent.serve.metrics import CONTENT_TYPE, ServeMetrics
 from flaxsent.version import __version__
@@ -204,20 +205,18 @@ class Service:
         self.metrics.inputs.inc(len(texts))
         self.metrics.truncated.inc(int(over.size))
         try:
-            scored: Scored = await asyncio.wrap_future(self.batcher.submit(ids))
+            scored: RequestLogits = await asyncio.wrap_future(self.batcher.submit(ids))
         except EngineError as e:
             raise ApiError("backend", f"inference failed: {e}") from None
+        except NonFiniteLogitsError as e:
+            raise ApiError("backend", f"{name(e.index)}: the model gave a non-finite score "
+                           f"(logits {e.logits}); {e.others + 1} input(s) affected") from None
         except RuntimeError as e:  # closed while this request was tokenized
             raise ApiError("unhealthy", f"the server is shutting down ({e})") from None
         logits = scored.logits  # [n, C]
         if logits.shape[0] != len(texts):  # never fewer (or more) results than inputs
             raise ApiError("backend", f"the engine returned {logits.shape[0]} result(s) for "
                            f"{len(texts)} input(s)")
-        bad = np.flatnonzero(~np.isfinite(logits).all(axis=1))
-        if bad.size:
-            i = int(bad[0])
-            raise ApiError("backend", f"{name(i)}: the model gave a non-finite score (logits "
-                           f"{logits[i].tolist()}); {bad.size} input(s) affected")
         self.metrics.tokenization.observe(tokenized - started)
         self.metrics.queue.observe(scored.queue_s)
         self.metrics.inference.observe(scored.inference_s)
@@ -315,8 +314,7 @@ def create_app(clf: Classifier, opts: ServeOptions) -> FastAPI:
             lambda i: "inputs" if single else f"inputs[{i}]", started)
         function = "none" if body.raw_scores else "softmax" if clf.config.num_labels > 1 \
             else "sigmoid"
-        predictions = [[{"score": d["score"], "label": d["label"]}
-                        for d in clf.format_scores(row, None, function)] for row in logits]
+        predictions = [score_first(clf.format_scores(row, None, function)) for row in logits]
         return JSONResponse(predictions[0] if single else predictions, headers=headers)
 
     @app.get("/info")

@@ -3,11 +3,13 @@
 Each request hands over its texts' token ids and gets a future. The engine thread takes the
 oldest request, waits at most `max_wait_s` from that request's arrival for others, and adds
 requests while the plan's packed batch still has room for their texts; then the group goes
-through `plan.batches` and `engine.run` like any stream, and each request gets back its own
-rows in its own order. Requests that queued while the device was busy are taken without
-waiting; the next group is dispatched before the previous one's results are read back, so
-host work overlaps device work. A group that needs few packed rows (a lone request) runs in a
-packed shape with fewer rows (halving, a few rungs), so low load does not pay for a full batch.
+through the steps of any stream over the engine (`classifier.dispatch`, `read_back`,
+`check_finite`), and each request gets back its own rows in its own order, or the
+`NonFiniteLogitsError` of its first non-finite row. Requests that queued while the device was
+busy are taken without waiting; the next group is dispatched before the previous one's
+results are read back, so host work overlaps device work. A group that needs few packed rows (a
+lone request) runs in a packed shape with fewer rows (halving, a few rungs), so low load does
+not pay for a full batch.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ from concurrent.futures import Future
 import jax
 import numpy as np
 
-from flaxsent.core.classifier import Classifier
+from flaxsent.core.classifier import Classifier, check_finite, dispatch, read_back
 from flaxsent.core.plan import Batch, ShapePlan, pack_rows
+from flaxsent.errors import NonFiniteLogitsError
 
 log = logging.getLogger("flaxsent")
 
@@ -41,7 +44,7 @@ class EngineError(RuntimeError):
 
 
 @dataclasses.dataclass
-class Scored:
+class RequestLogits:
     """One request's results: logits in its input order, and where its time went."""
 
     logits: np.ndarray  # [n, C] float32
@@ -160,11 +163,13 @@ class Batcher:
 
     def submit(self, ids: Sequence[Sequence[int]]) -> Future:
         """Queue one request's token ids (each [CLS] ... [SEP], within the plan's max length);
-        the future resolves to a `Scored` with one logits row per text, in order."""
+        the future resolves to a `RequestLogits` with one logits row per text, in order, or
+        raises the `NonFiniteLogitsError` of its first text (index within the request) with NaN
+        or inf logits."""
         job = _Job([list(x) for x in ids], Future(), time.perf_counter())
         if not job.ids:
-            job.future.set_result(Scored(np.zeros((0, self._clf.config.num_labels), np.float32),
-                                         0.0, 0.0, 0))
+            job.future.set_result(RequestLogits(
+                np.zeros((0, self._clf.config.num_labels), np.float32), 0.0, 0.0, 0))
             return job.future
         with self._lock:
             if self._closed:
@@ -263,9 +268,8 @@ class Batcher:
         try:
             rows = room.rows()  # cancelled requests' texts included: at worst a larger shape
             plan = next(p for p in self._plans if p.pack is None or p.pack.rows >= rows)
-            pad = self._clf.tokenizer.pad_id
-            batches = [(batch, self._clf.engine.run(batch))
-                       for batch in plan.batches(enumerate(flat), pad, window=len(flat))]
+            batches = list(dispatch(self._clf.engine, plan, enumerate(flat),
+                                    self._clf.tokenizer.pad_id, window=len(flat)))
         except Exception as e:  # noqa: BLE001 - the requests fail, the server goes on
             self._fail(jobs, e)
             return None
@@ -279,7 +283,7 @@ class Batcher:
         rows = np.full((flight.n_texts, n_labels), np.nan, np.float32)  # [N, C]
         try:
             for batch, out in flight.batches:
-                rows[batch.positions] = batch.select(np.asarray(out, np.float32))
+                rows[batch.positions] = read_back(batch, out)
                 if self._on_batch is not None:
                     self._on_batch(batch)
         except Exception as e:  # noqa: BLE001
@@ -289,9 +293,15 @@ class Batcher:
         at = 0
         for job in flight.jobs:
             n = len(job.ids)
-            job.future.set_result(Scored(rows[at:at + n], flight.dispatched - job.arrived,
-                                         done - flight.dispatched, flight.n_texts))
+            mine = rows[at:at + n]
             at += n
+            try:
+                check_finite(mine)  # a row no batch filled stays NaN: it fails here too
+            except NonFiniteLogitsError as e:
+                job.future.set_exception(e)
+                continue
+            job.future.set_result(RequestLogits(mine, flight.dispatched - job.arrived,
+                                                done - flight.dispatched, flight.n_texts))
 
     def _fail(self, jobs: list[_Job], error: Exception) -> None:
         log.error("flaxsent serve: a batch failed: %s: %s", type(error).__name__, error)

@@ -10,7 +10,8 @@ import torch
 import transformers
 
 from flaxsent import Classifier
-from flaxsent.errors import FlaxsentError
+from flaxsent.core.classifier import check_finite, default_precision, length_limit
+from flaxsent.errors import FlaxsentError, NonFiniteLogitsError
 from tests.helpers import WORDS, poisoned
 
 TEXTS = ["the movie was great", "awful acting , boring plot", "", "fun !",
@@ -274,3 +275,23 @@ def test_a_lost_batch_is_an_internal_error(clf, monkeypatch):
     monkeypatch.setattr(ShapePlan, "batches", lambda *a, **k: list(batches(*a, **k))[:-1])
     with pytest.raises(RuntimeError, match=r"internal error: 8 input\(s\) read but"):
         list(clf.stream_logits(TEXTS))
+
+
+def test_the_non_finite_check_names_the_earliest_input_by_position():
+    """The one check of every stream (Classifier per batch, serve's Batcher per request)."""
+    rows = np.array([[0.5, 1.0], [np.nan, 0.0], [np.inf, 1.0]], np.float32)
+    check_finite(rows[:1])
+    with pytest.raises(NonFiniteLogitsError) as err:
+        check_finite(rows, positions=np.array([5, 9, 2]))
+    assert (err.value.index, err.value.others, err.value.logits) == (2, 1, [np.inf, 1.0])
+    assert str(err.value).startswith("input 2: the model gave non-finite logits [inf, 1.0] (and "
+                                     "for 1 other input(s) of its batch)")
+    with pytest.raises(NonFiniteLogitsError) as err:
+        check_finite(rows)  # positions default to the rows' own order
+    assert err.value.index == 1
+
+
+def test_the_length_limit_and_precision_rules(clf):
+    assert clf.tokenizer.max_length == length_limit(clf.tokenizer, clf.config)
+    assert clf.engine.precision == default_precision("float32") == "highest"
+    assert default_precision("bfloat16") == default_precision(np.float16) == "default"

@@ -313,7 +313,8 @@ def test_a_non_finite_score_is_424(tiny_flax, tmp_path):
         assert c.app.state.service.batcher.wait_ready(60)
         r = c.post("/score", json={"input_data": ["fine", "also fine"]})
         assert r.status_code == 424 and r.json()["error_type"] == "backend"
-        assert r.json()["error"].startswith("input_data[0]: the model gave a non-finite score")
+        assert r.json()["error"] == ("input_data[0]: the model gave a non-finite score (logits "
+                                     "[nan, nan]); 2 input(s) affected")
         r = c.post("/predict", json={"inputs": "x"})
         assert r.status_code == 424 and r.json()["error"].startswith("inputs: ")
 

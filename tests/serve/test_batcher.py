@@ -8,8 +8,9 @@ import pytest
 
 from flaxsent import Classifier
 from flaxsent.core.plan import Shape, pack_rows
+from flaxsent.errors import NonFiniteLogitsError
 from flaxsent.serve.batcher import Batcher, EngineError
-from tests.helpers import WORDS
+from tests.helpers import WORDS, poisoned
 
 
 @pytest.fixture(scope="module")
@@ -170,3 +171,41 @@ def test_a_failed_warmup_is_reported_and_fails_queued_requests(clf, monkeypatch)
 def test_an_empty_request_needs_no_engine(clf):
     result = Batcher(clf).submit([]).result(0)
     assert result.logits.shape == (0, clf.config.num_labels)
+
+
+# ---- one stream over the engine: the batcher and the Classifier agree --------------------------
+
+def test_the_batcher_and_the_classifier_agree_on_logits_for_the_same_texts(clf):
+    texts = [t for request in _requests(6, seed=3, max_texts=8, max_words=60) for t in request]
+    batcher = Batcher(clf, max_wait_s=0.0)
+    batcher.start()
+    try:
+        assert batcher.wait_ready(120)
+        served = batcher.submit(_ids(clf, texts)).result(60).logits
+    finally:
+        batcher.close()
+    assert served.dtype == np.float32 and served.shape == (len(texts), clf.config.num_labels)
+    np.testing.assert_allclose(served, clf.logits(texts), atol=1e-5)
+
+
+def test_non_finite_logits_fail_the_request_as_the_classifier_raises_them(tiny_flax):
+    """The batcher reports NaN logits through the Classifier's one check: the same error for
+    the same texts (index within the request), and only the request that has them fails."""
+    poisoned_clf = poisoned(tiny_flax, "awful")  # only texts with 'awful' give NaN
+    texts = ["good fun", "awful plot", "fine", "so awful"]
+    with pytest.raises(NonFiniteLogitsError) as streamed:
+        list(poisoned_clf.stream_logits(texts))
+    batcher = Batcher(poisoned_clf, max_wait_s=10.0)
+    bad = batcher.submit(_ids(poisoned_clf, texts))
+    good = batcher.submit(_ids(poisoned_clf, ["good fun", "fine"]))  # queued: one group
+    batcher.start()
+    batcher.close(timeout=120)
+    with pytest.raises(NonFiniteLogitsError) as served:
+        bad.result(0)
+    assert served.value.index == streamed.value.index == 1
+    assert served.value.others == streamed.value.others == 1  # 'so awful' too
+    assert np.isnan(served.value.logits).all() and np.isnan(streamed.value.logits).all()
+    assert str(served.value) == str(streamed.value)
+    assert good.result(0).batch_texts == len(texts) + 2  # ran with the failing request
+    np.testing.assert_allclose(good.result(0).logits, poisoned_clf.logits(["good fun", "fine"]),
+                               atol=1e-5)
