@@ -2,13 +2,12 @@
 
 import json
 import os
-from pathlib import Path
 
 import pytest
 from flaxsent.bench.serve_bench import RequestStream, main
 from flaxsent.bench.serve_load import percentiles
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT
 
 
 def test_quick_serve_bench_runs_both_servers_and_writes_its_reports(tmp_path, monkeypatch,

@@ -3,15 +3,15 @@
 import os
 import subprocess
 import sys
-from pathlib import Path
+
+from tests.helpers import ROOT
 
 
 def test_data_parallel_on_eight_simulated_devices():
-    root = Path(__file__).parent.parent
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
          "tests/core/multidevice_cases.py"],
-        cwd=root, env=env, capture_output=True, text=True, timeout=600)
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert " passed" in proc.stdout and "skipped" not in proc.stdout, proc.stdout[-2000:]

@@ -19,9 +19,7 @@ from flaxsent.cli import build_parser
 from flaxsent.core.classifier import Classifier
 from flaxsent.errors import FlaxsentError
 from flaxsent.evaluate import run as evaluate
-from tests.helpers import WORDS
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import ROOT, WORDS
 
 
 def examples(n: int, seed: int = 0) -> tuple[list[str], list[int]]:

@@ -22,9 +22,8 @@ from apache_beam.ml.inference.base import KeyedModelHandler, RunInference  # noq
 from flaxsent.core.classifier import Classifier  # noqa: E402
 from flaxsent.errors import FlaxsentError  # noqa: E402
 from flaxsent.integrations.beam import DEFAULT_WINDOW, METRICS_NAMESPACE, FlaxsentModelHandler  # noqa: E402
-from tests.helpers import WORDS, build_hf_checkpoint  # noqa: E402
+from tests.helpers import ROOT, WORDS, build_hf_checkpoint  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 engines = pytest.mark.distributed_engines
 
 

@@ -20,9 +20,8 @@ pq = pytest.importorskip("pyarrow.parquet")
 from flaxsent.core.classifier import Classifier  # noqa: E402
 from flaxsent.errors import FlaxsentError  # noqa: E402
 from flaxsent.integrations.ray import FlaxsentPredictor  # noqa: E402
-from tests.helpers import WORDS  # noqa: E402
+from tests.helpers import ROOT, WORDS  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 engines = pytest.mark.distributed_engines
 
 

@@ -5,10 +5,9 @@ import csv
 import fnmatch
 import json
 import re
-import sys
+import tomllib
 import unicodedata
 from importlib import resources
-from pathlib import Path
 
 import matplotlib.image
 import numpy as np
@@ -28,10 +27,10 @@ from flaxsent.probe.run import (
     run_pairs,
     run_probe,
 )
+from tests.helpers import ROOT
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CARD = "This film was filmed in {COUNTRY}."
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +61,7 @@ def expected(clf, sentences, label="POSITIVE"):
 # ------------------------------------------------------------------------------ the embedded list
 
 def test_embedded_list_is_complete_and_clean():
-    raw = (resources.files("flaxsent") / "data" / "un_states.txt").read_bytes()
+    raw = (resources.files("flaxsent.probe") / "un_states.txt").read_bytes()
     text = raw.decode("utf-8")
     assert text.endswith("\n") and not text.endswith("\n\n") and "\r" not in text
     names = text[:-1].split("\n")
@@ -83,10 +82,9 @@ def test_embedded_list_is_complete_and_clean():
 
 
 def test_pyproject_ships_the_list_as_package_data():
-    tomllib = pytest.importorskip("tomllib" if sys.version_info >= (3, 11) else "tomli")
     config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    patterns = config["tool"]["setuptools"]["package-data"]["flaxsent"]
-    assert any(fnmatch.fnmatch("data/un_states.txt", p) for p in patterns)
+    patterns = config["tool"]["setuptools"]["package-data"]["flaxsent.probe"]
+    assert any(fnmatch.fnmatch("un_states.txt", p) for p in patterns)
 
 
 # ---------------------------------------------------------------------------------- templates

@@ -12,7 +12,6 @@ import socket
 import sys
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -25,12 +24,11 @@ from safetensors.numpy import load_file, save_file
 from flaxsent import Classifier
 from flaxsent.cli import main
 from flaxsent.serve.app import ServeOptions, create_app
-from tests.helpers import WORDS
+from tests.helpers import ROOT, WORDS
 
 KEY = "test-key-123"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 CARD = ["Today was an amazing day!", "It was an unfortunate series of events."]
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @contextlib.contextmanager
