@@ -8,6 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from flaxsent.io import durable
+
 
 def results_folder(out: str | os.PathLike | None, prefix: str = "") -> Path:
     """`out`, else bench/results/<prefix><UTC time> (not created here)."""
@@ -18,6 +20,7 @@ def results_folder(out: str | os.PathLike | None, prefix: str = "") -> Path:
 
 
 def write_record(folder: Path, stem: str, record: dict[str, Any], markdown: str) -> None:
-    """`<stem>.json` (the record, indented) and `<stem>.md` in `folder`."""
-    (folder / f"{stem}.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    (folder / f"{stem}.md").write_text(markdown.rstrip("\n") + "\n", encoding="utf-8")
+    """`<stem>.json` (the record, indented) and `<stem>.md` in `folder`, each written whole
+    (`flaxsent.io.durable`): a killed bench never leaves a torn report."""
+    durable.write_text(folder / f"{stem}.json", json.dumps(record, indent=2) + "\n")
+    durable.write_text(folder / f"{stem}.md", markdown.rstrip("\n") + "\n")

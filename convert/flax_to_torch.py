@@ -19,7 +19,7 @@ def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, *,
                               "it is already a PyTorch folder")
     cfg = ckpt.read_config(folder)
     state = flax_to_torch_state(ckpt.load_flax_params(folder), cfg)
-    with ckpt.atomic_output_dir(dst, force=force, source=folder) as out:
+    with ckpt.checkpoint_output_dir(dst, force=force, source=folder) as out:
         cfg.save_json(out / ckpt.CONFIG)
         ckpt.write_safetensors(out / ckpt.TORCH_SAFETENSORS, state, {"format": "pt"})
         written = [ckpt.CONFIG, ckpt.TORCH_SAFETENSORS, *copy_tokenizer_files(folder, out)]

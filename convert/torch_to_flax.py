@@ -67,7 +67,7 @@ def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, *,
                               n_params=int(sum(v.size for v in params.values())), dtype=dtype,
                               fresh_head=not has_head, skipped=skipped)
     from flaxsent.core.tokenizer import copy_tokenizer_files
-    with ckpt.atomic_output_dir(dst, force=force, source=folder) as out:
+    with ckpt.checkpoint_output_dir(dst, force=force, source=folder) as out:
         ckpt.save_flax_checkpoint(out, cfg, params)
         report.tokenizer_files = copy_tokenizer_files(folder, out)
     return report

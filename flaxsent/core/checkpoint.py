@@ -7,14 +7,9 @@ imports this module), so `load_model` takes either kind of folder.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import errno
 import os
 import re
-import secrets
-import shutil
-import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -26,6 +21,7 @@ from flaxsent.core.model import DistilBertForSequenceClassification
 from flaxsent.core.safetensors_reader import read_safetensors, read_sharded
 from flaxsent.core.state_dict import FlatParams, check_keys, torch_to_flax_params
 from flaxsent.errors import CheckpointError
+from flaxsent.io import durable
 
 FLAX_WEIGHTS = "flax_model.safetensors"
 TORCH_SAFETENSORS = "model.safetensors"
@@ -178,12 +174,17 @@ def _read_torch_bin(path: Path) -> dict[str, np.ndarray]:
 
 
 def save_flax_checkpoint(folder: Path, cfg: DistilBertConfig, params: FlatParams) -> None:
-    """Write config.json and flax_model.safetensors into an existing folder."""
+    """Write config.json and flax_model.safetensors into an existing folder (a temporary one
+    that moves into place whole: see `checkpoint_output_dir`)."""
     cfg.save_json(folder / CONFIG)
+    save_flax_weights(folder / FLAX_WEIGHTS, params)
+
+
+def save_flax_weights(path: Path, params: FlatParams) -> None:
+    """Write flat params as flaxsent's safetensors file (keys sorted, their dtypes noted)."""
     arrays = {k: np.ascontiguousarray(v) for k, v in sorted(params.items())}
     dtypes = sorted({str(v.dtype) for v in arrays.values()})
-    write_safetensors(folder / FLAX_WEIGHTS, arrays,
-                      {"format": "flaxsent", "dtype": ",".join(dtypes)})
+    write_safetensors(path, arrays, {"format": "flaxsent", "dtype": ",".join(dtypes)})
 
 
 def write_safetensors(path: Path, arrays: Mapping[str, np.ndarray],
@@ -234,10 +235,8 @@ def load_model(path: str | os.PathLike, *, dtype=None, param_dtype=None,
 
 
 def _check_replaceable(dst: Path, source: Path | None) -> None:
-    """Refuse to replace `dst` unless it is an empty folder or a checkpoint folder that is not
+    """Refuse to replace the folder `dst` unless it is empty or a checkpoint folder that is not
     `source` and does not hold it: --force must never delete anything else."""
-    if dst.is_symlink() or not dst.is_dir():
-        raise CheckpointError(f"{dst}: exists and is not a folder")
     if source is not None:
         src, target = source.resolve(), dst.resolve()
         if target == src or target in src.parents:
@@ -252,73 +251,11 @@ def _check_replaceable(dst: Path, source: Path | None) -> None:
                               "folder or empty this one yourself")
 
 
-def _sibling(dst: Path, kind: str) -> Path:
-    """A fresh hidden name beside `dst`, e.g. `.model.tmp-1f2e...`."""
-    return dst.parent / f".{dst.name}.{kind}-{secrets.token_hex(8)}"
-
-
-_RENAME_EXCHANGE = 2  # linux/fs.h
-_AT_FDCWD = -100
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap two paths in one atomic step (Linux renameat2 RENAME_EXCHANGE); False where the
-    system or file system cannot, so the caller falls back to two renames."""
-    if sys.platform != "linux":
-        return False
-    libc = ctypes.CDLL(None, use_errno=True)
-    renameat2 = getattr(libc, "renameat2", None)
-    if renameat2 is None:  # glibc before 2.28, musl
-        return False
-    done = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
-    if done == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):  # not offered here
-        return False
-    raise OSError(err, os.strerror(err), str(b))
-
-
-@contextlib.contextmanager
-def atomic_output_dir(dst: str | os.PathLike, force: bool = False, *,
-                      source: Path | None = None) -> Iterator[Path]:
-    """Yield a temporary folder beside `dst` that becomes `dst` only if the block succeeds.
-
-    `force` replaces an existing `dst` only when it is an empty folder or a checkpoint folder,
-    never `source` or a folder that holds it; if the swap fails the old folder comes back. The
-    new folder gets the permissions any new folder gets (the umask's), not a temp folder's 0700.
-    """
-    dst = Path(dst).expanduser()
-    replacing = dst.exists() or dst.is_symlink()
-    if replacing and not force:
-        raise CheckpointError(f"{dst}: already exists (pass --force to overwrite it)")
-    if replacing:
-        _check_replaceable(dst, source)
-    tmp = _sibling(dst, "tmp")
-    try:
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp.mkdir()
-    except OSError as e:
-        raise CheckpointError(f"{dst}: cannot write here ({e.strerror or e})") from None
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    try:
-        if replacing and _exchange(tmp, dst):  # one atomic step: a kill leaves old or new
-            shutil.rmtree(tmp, ignore_errors=True)  # tmp now holds the old folder
-        elif replacing:  # no renameat2: two renames, the old folder back if the second fails
-            old = _sibling(dst, "old")
-            os.rename(dst, old)
-            try:
-                os.rename(tmp, dst)
-            except OSError:
-                os.rename(old, dst)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, dst)
-    except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise CheckpointError(f"{dst}: cannot write here ({e.strerror or e})") from None
+def checkpoint_output_dir(dst: str | os.PathLike, force: bool = False, *,
+                          source: Path | None = None) -> contextlib.AbstractContextManager[Path]:
+    """`flaxsent.io.durable.atomic_output_dir` under the checkpoint policy: a temporary folder
+    beside `dst` that becomes `dst` only if the block succeeds; `force` replaces an existing
+    `dst` only when it is an empty folder or a checkpoint folder, never `source` or a folder
+    that holds it (`_check_replaceable`). Errors are one-line CheckpointErrors."""
+    return durable.atomic_output_dir(dst, force, check=lambda d: _check_replaceable(d, source),
+                                     error=CheckpointError)

@@ -11,15 +11,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from flaxsent.core.config import BASE, TINY, DistilBertConfig
 from flaxsent.embedded import vocab
+from flaxsent.errors import WriteError
+from flaxsent.io import durable
 
 SEED = 0
-MARKER = "bench_default.json"  # written last: a folder without it is an interrupted build
+MARKER = "bench_default.json"  # written last: a folder without it is unfinished
 _LAYOUT = 2  # bump when the folder's contents change (2: generated vocab, scaled weights)
 # Every weight and bias ~ N(0, INIT_STD^2), LayerNorm scales 1 + N(0, 0.1^2), as in the full-size
 # parity tests: unlike transformers' init (std 0.02), the [CLS] state then depends on the sentence.
@@ -72,22 +72,16 @@ def default_model_folder(quick: bool = False, root: str | os.PathLike | None = N
     folder = base / f"bench-{'tiny' if quick else 'default'}-{digest}"
     if (folder / MARKER).is_file():
         return folder
-    base.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=base))
+    # built beside the folder and moved in whole (flaxsent.io.durable); a folder without the
+    # marker (an older layout's interrupted build) is replaced
     try:
-        _build(cfg, gain, tmp)
-        (tmp / MARKER).write_text(json.dumps({"weights": "random", **recipe}, indent=2) + "\n")
-        if folder.exists():  # an interrupted build, or another process finished first
-            if (folder / MARKER).is_file():
-                return folder
-            shutil.rmtree(folder, ignore_errors=True)
-        try:
-            tmp.rename(folder)
-        except OSError:
-            if not (folder / MARKER).is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        with durable.atomic_output_dir(folder, force=True) as tmp:
+            _build(cfg, gain, tmp)
+            (tmp / MARKER).write_text(json.dumps({"weights": "random", **recipe}, indent=2)
+                                      + "\n")
+    except WriteError:
+        if not (folder / MARKER).is_file():  # else another process finished first: its copy
+            raise
     return folder
 
 

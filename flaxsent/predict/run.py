@@ -20,7 +20,6 @@ import os
 import platform
 import sys
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flaxsent.errors import NonFiniteLogitsError, PredictError, WriteError
@@ -178,28 +177,11 @@ def run_identity(clf: Classifier, input_path: str, *, text_column: str | None,
 def _check_or_record_run(output: str, identity: dict[str, Any], resume: bool) -> None:
     """On --resume into an existing output, refuse a run that differs from the recorded one
     (saying what differs); otherwise record this run beside the output."""
-    from flaxsent.io import run_record as fingerprint
-    record = output + RUN_SUFFIX
-    if resume and os.path.exists(output):
-        try:
-            recorded = json.loads(Path(record).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise PredictError(f"--resume: no {record} records the run that wrote {output}, so "
-                               "it cannot be continued safely: start afresh with --force") \
-                from None
-        except (OSError, ValueError) as err:
-            raise PredictError(f"--resume: {record} is unreadable ({err}): start afresh with "
-                               "--force") from None
-        diff = fingerprint.differences(recorded, json.loads(json.dumps(identity)))
-        if diff:
-            raise PredictError(f"--resume: {output} was written by another run ("
-                               f"{'; '.join(diff)}): rerun with the same input, model and "
-                               "options, or start afresh with --force")
-        return
-    try:
-        fingerprint.write_record(record, identity)
-    except OSError as e:
-        raise WriteError(f"cannot write {record}: {e.strerror or e}") from None
+    from flaxsent.io.run_record import check_or_record
+    check_or_record(output + RUN_SUFFIX, identity, resume=resume and os.path.exists(output),
+                    error=PredictError, wrote=output,
+                    refusal=lambda diff: f"--resume: {output} was written by another run ({diff}): "
+                    "rerun with the same input, model and options, or start afresh with --force")
 
 
 def _lost(what: str) -> RuntimeError:

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from flaxsent.errors import ShardError
+from flaxsent.io import durable
 from flaxsent.io.readers import STDIO
-from flaxsent.io.run_record import write_record
 from flaxsent.io.writers import (
     PARTIAL_SUFFIX,
     ChunkedOutput,
@@ -110,24 +110,17 @@ def finish_part(shard: Shard, output: str, input_path: str, *, wait: bool) -> st
     return write_manifest(output, shard, input_path) if shard.index == 0 else None
 
 
-def _write_json(path: str, value: dict[str, Any]) -> None:
-    """Write `value` to `path` atomically and durably; a failure is a ShardError."""
-    try:
-        write_record(path, value)
-    except OSError as e:
-        raise ShardError(f"cannot write {path}: {e.strerror or e}") from None
-
-
 def write_manifest(output: str, shard: Shard, input_path: str) -> str:
     """Write `OUTPUT.manifest.json` naming the parts (relative to the manifest's folder); it
     claims nothing about their completion, which each part's `.done.json` records."""
     path = output + MANIFEST_SUFFIX
     parts = [Path(dataclasses.replace(shard, index=i).part_path(output)).name
              for i in range(shard.count)]
-    _write_json(path, {"format": "flaxsent-predict-parts", "version": 2, "input": input_path,
-                       "output": Path(output).name, "num_processes": shard.count,
-                       "parts": parts, "block": shard.block, "row_field": ROW_FIELD,
-                       "done_suffix": DONE_SUFFIX})
+    durable.write_json(path, {"format": "flaxsent-predict-parts", "version": 2,
+                              "input": input_path, "output": Path(output).name,
+                              "num_processes": shard.count, "parts": parts,
+                              "block": shard.block, "row_field": ROW_FIELD,
+                              "done_suffix": DONE_SUFFIX}, error=ShardError)
     return path
 
 
@@ -148,10 +141,10 @@ def record_done(part: str, shard: Shard, rows: int, input_rows: int,
     `input_rows` rows of the input; `layout` says how a merge lays the records out as one
     process would (csv/parquet columns, None: from the first chunk; errors_possible;
     chunk_size). Written last, atomically."""
-    _write_json(part + DONE_SUFFIX, {"part": Path(part).name, "process": shard.index,
-                                     "num_processes": shard.count, "block": shard.block,
-                                     "rows": rows, "input_rows": input_rows,
-                                     "layout": layout})
+    durable.write_json(part + DONE_SUFFIX, {"part": Path(part).name, "process": shard.index,
+                                            "num_processes": shard.count, "block": shard.block,
+                                            "rows": rows, "input_rows": input_rows,
+                                            "layout": layout}, error=ShardError)
 
 
 def _completion(path: Path, shard: Shard) -> dict[str, Any]:

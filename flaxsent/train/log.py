@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 from pathlib import Path
 from typing import Any
+
+from flaxsent.errors import TrainError
+from flaxsent.io import durable
 
 METRICS = "metrics.jsonl"
 CURVES = "curves.png"
@@ -31,7 +33,8 @@ class TrainLog:
 
     @staticmethod
     def truncate_after(out: Path, step: int) -> None:
-        """Keep only the records of steps up to `step` (the checkpoint a resumed run starts at)."""
+        """Keep only the records of steps up to `step` (the checkpoint a resumed run starts at),
+        replacing the file durably: a kill leaves the old records or the kept ones."""
         path = out / METRICS
         if not path.exists():
             return
@@ -43,9 +46,7 @@ class TrainLog:
                 continue
             if record.get("step", 0) <= step:
                 kept.append(line)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(k + "\n" for k in kept), encoding="utf-8")
-        os.replace(tmp, path)
+        durable.write_text(path, "".join(k + "\n" for k in kept), error=TrainError)
 
     def write(self, record: dict[str, Any]) -> None:
         """One record: {'kind': 'step' | 'eval', 'step': N, ...numbers}."""

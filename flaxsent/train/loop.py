@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import shutil
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from flaxsent.core.plan import StepPlan
 from flaxsent.core.tokenizer import TextTokenizer
 from flaxsent.errors import TrainError
 from flaxsent.evaluate.labelled import iter_labelled
+from flaxsent.io import durable
 from flaxsent.io import run_record as fingerprint
 from flaxsent.train.log import TrainLog, plot_curves
 from flaxsent.train.step import Recipe, TrainStep
@@ -195,6 +195,7 @@ class _Run:
             abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, (params, opt_state))
             params, opt_state = manager.restore(start, args=ocp.args.StandardRestore(abstract))
             params, opt_state = jax.device_put((params, opt_state), self.step_fn.replicated)
+        self._save_config()
         TrainLog.truncate_after(self.out, start)
         log = TrainLog(self.out, tensorboard=self.opts.tensorboard)
         bar = _progress(self.total, start, self.opts.progress)
@@ -272,13 +273,20 @@ class _Run:
                                       label_column=self.opts.label_column)
         return metrics
 
+    def _save_config(self) -> None:
+        """config.json, written durably once before the first step. It is fixed for the whole
+        run (a --resume with other options or another model is refused), so the weights, which
+        `_save_model` replaces in one atomic step at the end, can never sit beside another
+        save's config: after a kill the folder holds this run's config with no weights, or
+        with the final ones."""
+        durable.write_json(self.out / ckpt.CONFIG, self.cfg.to_hf_dict(), error=TrainError)
+
     def _save_model(self, params) -> None:
-        """config.json and flax_model.safetensors (float32), each replaced atomically."""
+        """flax_model.safetensors (float32), replaced atomically and durably (see
+        `_save_config` for why config.json is not written here)."""
         flat = ckpt.params_of(self.step_fn.model(params))
-        with tempfile.TemporaryDirectory(dir=self.out, prefix=".save-") as tmp:
-            ckpt.save_flax_checkpoint(Path(tmp), self.cfg, flat)
-            for name in (ckpt.FLAX_WEIGHTS, ckpt.CONFIG):
-                os.replace(Path(tmp) / name, self.out / name)
+        with durable.replacing(self.out / ckpt.FLAX_WEIGHTS, error=TrainError) as tmp:
+            ckpt.save_flax_weights(tmp, flat)
 
 
 def _progress(total: int, initial: int, enabled: bool):
@@ -331,20 +339,23 @@ def _run_info(opts: TrainOptions, source: Path, start: Path) -> dict[str, Any]:
 
 
 def _check_or_record(out: Path, info: dict[str, Any], resume: bool) -> None:
-    """On --resume, refuse a run that differs from the recorded one; else record this one."""
-    path = out / RUN_INFO
-    if resume:
-        recorded = json.loads(path.read_text(encoding="utf-8"))
-        diff = fingerprint.differences(recorded["options"], info["options"]) + [
-            f"{k} file changed" for k in ("model", "data", "eval")
-            if json.dumps(recorded.get(k), sort_keys=True) != json.dumps(info.get(k),
-                                                                         sort_keys=True)]
-        if diff:
-            raise TrainError(f"--resume: this run differs from the one in {out}: "
-                             f"{'; '.join(diff)}. Rerun with the same options and files, or "
-                             "start afresh with --force")
-        return
-    path.write_text(json.dumps(info, indent=2, default=str) + "\n", encoding="utf-8")
+    """On --resume, refuse a run that differs from the recorded one (a missing, torn or foreign
+    run.json is one line too); else record this one durably (`run_record.check_or_record`)."""
+    fingerprint.check_or_record(
+        out / RUN_INFO, info, resume=resume, error=TrainError, wrote=out,
+        compare=_run_differences,
+        refusal=lambda diff: f"--resume: this run differs from the one in {out}: {diff}. Rerun "
+        "with the same options and files, or start afresh with --force")
+
+
+def _run_differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Each option that changed ('name: old -> new'), then each file that did."""
+    options = recorded.get("options")
+    return fingerprint.differences(options if isinstance(options, dict) else {},
+                                   current["options"]) + [
+        f"{k} file changed" for k in ("model", "data", "eval")
+        if json.dumps(recorded.get(k), sort_keys=True) != json.dumps(current.get(k),
+                                                                     sort_keys=True)]
 
 
 def _read_examples(path: str, tokenizer: TextTokenizer, label_names: tuple[str, ...],

@@ -222,7 +222,7 @@ def test_a_failed_swap_brings_the_old_folder_back(capsys, tiny_hf, tmp_path, mon
     """Linux swaps in one renameat2(RENAME_EXCHANGE); elsewhere two renames, undone on failure."""
     import os
 
-    from flaxsent.core import checkpoint
+    from flaxsent.io import durable
     dst = tmp_path / "out"
     assert run(capsys, "convert", str(tiny_hf), str(dst))[0] == 0
     before = {p.name: p.read_bytes() for p in dst.iterdir()}
@@ -236,9 +236,9 @@ def test_a_failed_swap_brings_the_old_folder_back(capsys, tiny_hf, tmp_path, mon
     def failing_exchange(a, b):
         raise OSError(5, "Input/output error", str(b))
     if swap == "exchange":
-        monkeypatch.setattr(checkpoint, "_exchange", failing_exchange)
+        monkeypatch.setattr(durable, "_exchange", failing_exchange)
     else:
-        monkeypatch.setattr(checkpoint, "_exchange", lambda a, b: False)
+        monkeypatch.setattr(durable, "_exchange", lambda a, b: False)
         monkeypatch.setattr(os, "rename", failing)
     code, _, err = run(capsys, "convert", str(tiny_hf), str(dst), "--force", "--dtype",
                        "bfloat16")

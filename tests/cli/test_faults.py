@@ -298,7 +298,8 @@ def test_predict_killed_at_random_chunks_resumes_byte_identical(clf, run, tiny_f
         out = tmp_path / f"out-{k}.jsonl"
         argv = ["predict", "--model", str(tiny_flax), str(src), "-o", str(out),
                 "--chunk-size", str(CHUNK), "--no-progress"]
-        killed(run_cli(argv, fault=f"fsync:{k + 1}"))  # the first fsync: OUTPUT.run.json
+        # the first two fsyncs: OUTPUT.run.json, then its folder (flaxsent.io.durable)
+        killed(run_cli(argv, fault=f"fsync:{k + 2}"))
         kept = out.read_bytes()
         assert kept.count(b"\n") == k * CHUNK and want.startswith(kept)
         result = predict.predict_file(clf, str(src), str(out), resume=True, chunk_size=CHUNK,
