@@ -399,7 +399,7 @@ def run_harness(opts: BenchOptions) -> BenchResult:
                      "the run: timings are noisy (see each strategy's pass range)")
     record = {
         "schema": 1,
-        "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": _command(),
         "mode": dataclasses.asdict(mode),
         "machine": machine,

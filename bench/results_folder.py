@@ -15,7 +15,7 @@ def results_folder(out: str | os.PathLike | None, prefix: str = "") -> Path:
     """`out`, else bench/results/<prefix><UTC time> (not created here)."""
     if out:
         return Path(out).expanduser()
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     return Path("bench") / "results" / f"{prefix}{stamp}"
 
 

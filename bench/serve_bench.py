@@ -277,7 +277,7 @@ def run_serve_bench(opts: ServeBenchOptions) -> dict[str, Any]:
             stage(f"{name} server")
             servers.append(bench_server(name, folder, texts, opts, Path(tmp) / f"{name}.log"))
     machine = sysinfo.machine_info()
-    record = {"created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    record = {"created_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
               "options": dataclasses.asdict(opts), "machine": machine,
               "machine_label": sysinfo.machine_label(machine), "versions": versions(),
               "git": git_state(), "model": model, "direct_classifier": direct,

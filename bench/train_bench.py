@@ -87,7 +87,8 @@ def run_flax(folder: Path, arrays, labels, opts: TrainBenchOptions, packed: bool
 
     from flaxsent.core import checkpoint as ckpt
     from flaxsent.core.plan import StepPlan
-    from flaxsent.train.step import Recipe, TrainStep
+    from flaxsent.train.recipe import Recipe
+    from flaxsent.train.step import TrainStep
     model = ckpt.load_model(folder, dtype="float32")
     step = TrainStep(model, Recipe(total_steps=10 * opts.steps, warmup_steps=0), devices=1)
     plan = StepPlan.build(opts.max_length, opts.batch_size, 1, packed=packed)
@@ -167,7 +168,7 @@ def run_train_bench(opts: TrainBenchOptions) -> dict[str, Any]:
                  padding_efficiency=real / r["computed_tokens"])
         rows.append(r)
     machine = sysinfo.machine_info()
-    record = {"created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    record = {"created_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
               "options": dataclasses.asdict(opts), "machine": machine,
               "machine_label": sysinfo.machine_label(machine), "versions": versions(),
               "git": git_state(), "threads": sysinfo.usable_cores(),

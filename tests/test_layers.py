@@ -62,18 +62,21 @@ def _targets(node: ast.Import | ast.ImportFrom, module: str, is_package: bool) -
 
 def import_graph(roots: dict[str, Path]) -> dict[str, set[str]]:
     """module -> the modules of ours it imports anywhere in its body (parents included: importing
-    a.b.c runs a and a.b first)."""
+    a.b.c runs a and a.b first, except the module's own packages, which have run before it: a.b.d
+    importing a.b.c adds a.b.c, not a.b; a.b.d importing a.b itself adds a.b)."""
     modules = modules_of(roots)
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        parts = name.split(".")
+        own = {".".join(parts[:i]) for i in range(1, len(parts))}
         edges: set[str] = set()
         for node in ast.walk(tree):
             if isinstance(node, ast.Import | ast.ImportFrom):
                 for target in _targets(node, name, path.name == "__init__.py"):
-                    parts = target.split(".")
-                    edges.update(p for p in (".".join(parts[:i]) for i in range(1, len(parts) + 1))
-                                 if p in modules and p != name)
+                    steps = target.split(".")
+                    parents = {".".join(steps[:i]) for i in range(1, len(steps))} - own
+                    edges.update(p for p in (*parents, target) if p in modules and p != name)
         graph[name] = edges
     return graph
 
@@ -186,12 +189,15 @@ def test_an_upward_import_and_a_cycle_are_found(tmp_path):
     pkg = tmp_path / "pkg"
     (pkg / "sub").mkdir(parents=True)
     (pkg / "__init__.py").write_text("")
-    (pkg / "sub" / "__init__.py").write_text("")
+    (pkg / "sub" / "__init__.py").write_text("from pkg.sub.d import h\n")
+    (pkg / "sub" / "d.py").write_text("from pkg.sub.e import k\n")  # a sibling: no cycle
+    (pkg / "sub" / "e.py").write_text("k = 1\n")
     (pkg / "a.py").write_text("from . import b\n")
     (pkg / "b.py").write_text("def f():\n    from .sub.c import g\n")
     (pkg / "sub" / "c.py").write_text("import pkg.a\n")
     graph = import_graph({"pkg": pkg})
-    assert graph["pkg.sub.c"] == {"pkg", "pkg.a"}
+    assert graph["pkg.sub.c"] == {"pkg.a"}
+    assert graph["pkg.sub.d"] == {"pkg.sub.e"} and graph["pkg.sub"] == {"pkg.sub.d"}
     assert find_cycles(graph) == [["pkg.a", "pkg.b", "pkg.sub.c"]]
 
 

@@ -29,7 +29,8 @@ from flaxsent.core.engine import Engine, PmapEngine
 from flaxsent.core.plan import Shape, ShapePlan, StepPlan, batch_budget
 from flaxsent.core.tokenizer import TextTokenizer
 from flaxsent.errors import AotError
-from flaxsent.train.step import Recipe, TrainStep
+from flaxsent.train.recipe import Recipe
+from flaxsent.train.step import TrainStep
 
 DTYPES = ("bfloat16", "float32")
 ROWS_PER_CHIP = 8  # TPU tiles an array's second-minor dimension by 8 (sublanes)

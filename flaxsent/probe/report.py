@@ -75,7 +75,7 @@ def pairs_markdown(result: PairsResult, model: str, source: str, worst: int = 5)
 def _header(kind: str, model: str, labels: tuple[str, ...], label: str) -> dict[str, Any]:
     return {"probe": kind, "model": model, "labels": list(labels), "label": label,
             "flaxsent": __version__,
-            "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(
+            "created_utc": dt.datetime.now(dt.UTC).isoformat(
                 timespec="seconds")}
 
 

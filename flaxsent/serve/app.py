@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -27,11 +26,12 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from flaxsent.core.classifier import Classifier
-from flaxsent.errors import FlaxsentError, NonFiniteLogitsError
+from flaxsent.errors import NonFiniteLogitsError
 from flaxsent.io.records import score_first
 from flaxsent.serve.batcher import Batcher, EngineError, RequestLogits
 from flaxsent.serve.http import ApiError, DrainingServer, Gate, bind
 from flaxsent.serve.metrics import CONTENT_TYPE, ServeMetrics
+from flaxsent.serve.options import HOST, PORT, ServeOptions
 from flaxsent.version import __version__
 
 log = logging.getLogger("flaxsent")
@@ -39,31 +39,6 @@ log = logging.getLogger("flaxsent")
 # uvicorn waits this long for requests in flight after SIGTERM, then cancels them
 DRAIN_TIMEOUT_S = 60
 _TYPE_TAGS = {"str", "int", "bool", "float", "list", "dict"}  # pydantic's union-branch names
-
-
-@dataclasses.dataclass(frozen=True)
-class ServeOptions:
-    """The server's limits and identity (the `flaxsent serve` options past the model)."""
-
-    model_id: str = "model"
-    max_wait_ms: float = 2.0
-    max_client_batch_size: int = 32
-    max_concurrent_requests: int = 512
-    payload_limit: int = 2_000_000
-    api_key: str | None = None
-    tokenization_workers: int = 2
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.max_wait_ms <= 10_000:
-            raise FlaxsentError(f"--max-wait-ms {self.max_wait_ms}: must be from 0 to 10000")
-        for flag, value in (("--max-client-batch-size", self.max_client_batch_size),
-                            ("--max-concurrent-requests", self.max_concurrent_requests),
-                            ("--payload-limit", self.payload_limit),
-                            ("--tokenization-workers", self.tokenization_workers)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise FlaxsentError(f"{flag} {value!r}: must be a positive integer")
-        if self.api_key is not None and not self.api_key.strip():
-            raise FlaxsentError("--api-key: an empty key; leave it out to serve without one")
 
 
 # ---- request bodies -------------------------------------------------------------------------
@@ -341,7 +316,7 @@ def create_app(clf: Classifier, opts: ServeOptions) -> FastAPI:
     return app
 
 
-def run_server(model: str, opts: ServeOptions, *, host: str = "127.0.0.1", port: int = 8080,
+def run_server(model: str, opts: ServeOptions, *, host: str = HOST, port: int = PORT,
                access_log: bool = False, **classifier_options: Any) -> int:
     """Load the model, listen, warm up, and serve until SIGTERM or SIGINT; 0 after draining.
 

@@ -32,75 +32,11 @@ from flaxsent.evaluate.labelled import iter_labelled
 from flaxsent.io import durable
 from flaxsent.io import run_record as fingerprint
 from flaxsent.train.log import TrainLog, plot_curves
-from flaxsent.train.step import Recipe, TrainStep
+from flaxsent.train.recipe import Recipe, TrainOptions
+from flaxsent.train.step import TrainStep
 
 RUN_INFO = "run.json"
 STATE_DIR = "train_state"
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainOptions:
-    """Everything `flaxsent train` takes; the defaults are the model card's recipe."""
-
-    model: str
-    data: str
-    out: str
-    eval: str | None = None
-    num_labels: int | None = None  # a fresh head of N labels on a checkpoint without one
-    label_names: tuple[str, ...] | None = None  # names for the output's labels
-    text_column: str | None = None
-    label_column: str = "label"
-    learning_rate: float = 1e-5
-    batch_size: int = 32  # examples per optimizer step
-    warmup_steps: int = 600
-    epochs: int = 3
-    max_steps: int | None = None  # stop after N steps; then also the schedule's length
-    max_length: int = 128
-    weight_decay: float = 0.0
-    max_grad_norm: float | None = 1.0
-    seed: int = 0
-    grad_accum: int = 1  # micro-batches per step (batch_size // grad_accum examples each)
-    dtype: str = "float32"  # compute; master weights stay float32
-    dropout: bool = True
-    shuffle: bool = True
-    packed: bool = True  # False: one example a row, padded to max_length (for comparison)
-    save_every: int = 500
-    devices: int | None = None
-    resume: bool = False
-    force: bool = False
-    progress: bool = True
-    tensorboard: bool = False
-
-    def check(self) -> None:
-        """One-line errors for values no run can use."""
-        positive = {"batch_size": self.batch_size, "epochs": self.epochs,
-                    "max_length": self.max_length, "grad_accum": self.grad_accum,
-                    "save_every": self.save_every}
-        for name, value in positive.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise TrainError(f"--{name.replace('_', '-')} {value!r}: must be a positive "
-                                 "integer")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise TrainError(f"--max-steps {self.max_steps}: must be a positive integer")
-        if self.warmup_steps < 0:
-            raise TrainError(f"--warmup-steps {self.warmup_steps}: must be 0 or more")
-        if not self.learning_rate > 0 or not math.isfinite(self.learning_rate):
-            raise TrainError(f"--learning-rate {self.learning_rate}: must be a positive number")
-        if not self.weight_decay >= 0:
-            raise TrainError(f"--weight-decay {self.weight_decay}: must be 0 or more")
-        if self.batch_size % self.grad_accum:
-            raise TrainError(f"--batch-size {self.batch_size} does not split into "
-                             f"--grad-accum {self.grad_accum} equal micro-batches")
-        if self.dtype not in ("float32", "bfloat16"):
-            raise TrainError(f"--dtype {self.dtype!r}: choose float32 or bfloat16")
-        if self.max_length < 3:
-            raise TrainError("--max-length must be at least 3 ([CLS], a token, [SEP])")
-
-    def depends_on(self) -> dict[str, Any]:
-        """The options that change what a run computes (recorded for --resume)."""
-        skip = {"out", "resume", "force", "progress", "save_every", "tensorboard", "model",
-                "data", "eval"}
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
 
 
 @dataclasses.dataclass

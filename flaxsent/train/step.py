@@ -10,7 +10,6 @@ inference engine does.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,49 +22,9 @@ from flax import nnx
 from flaxsent.core.engine import DeviceProgram, batch_specs
 from flaxsent.core.model import DistilBertForSequenceClassification
 from flaxsent.core.plan import Batch, Shape
+from flaxsent.train.recipe import Params, Recipe
 
-Params = dict[str, Any]  # nnx.to_pure_dict of the model's parameters (nested dicts of arrays)
 NO_LABEL = -1  # the label of an empty slot
-
-
-@dataclasses.dataclass(frozen=True)
-class Recipe:
-    """The optimisation recipe; the defaults are the model card's (transformers' Trainer)."""
-
-    learning_rate: float = 1e-5
-    warmup_steps: int = 600
-    total_steps: int = 1  # optimizer updates in the run: the schedule decays to 0 at the last
-    weight_decay: float = 0.0  # never on biases or LayerNorm parameters
-    beta1: float = 0.9
-    beta2: float = 0.999
-    epsilon: float = 1e-8
-    max_grad_norm: float | None = 1.0  # the Trainer's default clipping; None turns it off
-    grad_accum: int = 1  # micro-batches per optimizer update
-
-    def schedule(self) -> optax.Schedule:
-        """Linear warm-up from 0 to the peak, then linear decay to 0 at `total_steps`."""
-        warmup = min(self.warmup_steps, self.total_steps)
-        return optax.join_schedules(
-            [optax.linear_schedule(0.0, self.learning_rate, max(warmup, 1)),
-             optax.linear_schedule(self.learning_rate, 0.0, max(self.total_steps - warmup, 1))],
-            [warmup])
-
-    def optimizer(self) -> optax.GradientTransformation:
-        """Clip, then AdamW with the schedule and the decay mask; accumulated over micro-batches."""
-        adamw = optax.adamw(self.schedule(), b1=self.beta1, b2=self.beta2, eps=self.epsilon,
-                            weight_decay=self.weight_decay, mask=decay_mask)
-        tx = adamw if self.max_grad_norm is None else \
-            optax.chain(optax.clip_by_global_norm(self.max_grad_norm), adamw)
-        return optax.MultiSteps(tx, every_k_schedule=self.grad_accum) if self.grad_accum > 1 \
-            else tx
-
-
-def decay_mask(params: Params) -> Params:
-    """True where weight decay applies: every weight but biases and LayerNorm parameters."""
-    def decays(path: Sequence[Any], _: Any) -> bool:
-        names = [str(getattr(k, "key", k)) for k in path]
-        return names[-1] != "bias" and not any("layer_norm" in n for n in names)
-    return jax.tree_util.tree_map_with_path(decays, params)
 
 
 def labels_of(batch: Batch, labels: np.ndarray) -> np.ndarray:

@@ -14,7 +14,8 @@ from flaxsent.core import checkpoint as ckpt
 from flaxsent.core.config import TINY
 from flaxsent.core.engine import Engine, PmapEngine
 from flaxsent.core.plan import Shape
-from flaxsent.train.step import Recipe, TrainStep
+from flaxsent.train.recipe import Recipe
+from flaxsent.train.step import TrainStep
 from tests.helpers import build_hf_checkpoint
 
 TOPOLOGY = "v5e:2x2"
@@ -132,3 +133,16 @@ def test_topology_libtpu_rejects_is_one_line(capsys):
     assert main(["aot", "--topology", "v5e:3x3"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "topology 'v5e:3x3': libtpu says:" in err[0], err
+
+
+def test_without_model_and_transformers_names_the_extra_to_install(capsys, monkeypatch):
+    """transformers is the bench extra's, not a base dependency: the embedded default model
+    (`flaxsent aot` without --model) says how to get it, or to pass --model."""
+    import sys
+
+    import flaxsent.aot.compile as aot_compile
+    monkeypatch.setattr(aot_compile, "get_topology", lambda topology: None)
+    monkeypatch.setitem(sys.modules, "transformers", None)
+    assert main(["aot", "--topology", TOPOLOGY]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pip install 'flaxsent[bench]', or pass --model" in err[0], err

@@ -279,3 +279,83 @@ def test_predict_says_how_many_texts_it_truncated(capsys, tiny_flax, tmp_path):
                        str(tmp_path / "out.jsonl"), "--no-progress")
     assert code == 0, err
     assert re.search(r"predicted 2 record\(s\) .*; 1 text\(s\) truncated to \d+ tokens", err), err
+
+
+# ---- the parsers: defaults from the options dataclasses, --version, a light import
+
+def parse(*argv):
+    from flaxsent.cli import build_parser
+    return build_parser().parse_args(list(argv))
+
+
+def test_train_parser_defaults_are_the_model_cards_recipe(capsys):
+    from flaxsent.cli import train as train_cli
+    from flaxsent.train.recipe import CARD, Recipe, TrainOptions
+    opts = train_cli.options(parse("train", "-m", "M", "--data", "D", "--out", "O"))
+    assert opts == TrainOptions(model="M", data="D", out="O")
+    card = (opts.learning_rate, opts.batch_size, opts.warmup_steps, opts.epochs,
+            opts.max_length, opts.weight_decay, opts.max_grad_norm)
+    assert card == (1e-5, 32, 600, 3, 128, 0.0, 1.0)  # the model card's numbers
+    recipe = Recipe()
+    assert (recipe.learning_rate, recipe.warmup_steps, recipe.weight_decay, recipe.max_grad_norm,
+            recipe.beta1, recipe.beta2, recipe.epsilon) == (1e-5, 600, 0.0, 1.0, 0.9, 0.999, 1e-8)
+    assert (CARD.beta1, CARD.beta2, CARD.epsilon) == (0.9, 0.999, 1e-8)
+    with pytest.raises(SystemExit):
+        parse("train", "--help")
+    shown = " ".join(capsys.readouterr().out.split())
+    for text in ("peak (default 1e-5)", "examples a step (default 32)",
+                 "linear warm-up from 0 (default 600)", "passes over --data (default 3)",
+                 "truncate examples to N tokens (default 128)",
+                 "LayerNorm (default 0)", "global norm (default 1.0, as"):
+        assert text in shown
+
+
+def test_every_train_flag_reaches_its_option():
+    from flaxsent.cli import train as train_cli
+    opts = train_cli.options(parse(
+        "train", "-m", "M", "--data", "D", "--out", "O", "--eval", "E", "--num-labels", "3",
+        "--label-names", "a, b,c", "--text-column", "t", "--label-column", "y",
+        "--learning-rate", "2e-5", "--batch-size", "8", "--warmup-steps", "0", "--epochs", "1",
+        "--max-steps", "5", "--max-length", "64", "--weight-decay", "0.01",
+        "--max-grad-norm", "0", "--seed", "7", "--grad-accum", "2", "--dtype", "bfloat16",
+        "--no-dropout", "--no-shuffle", "--no-packing", "--save-every", "9", "--devices", "1",
+        "--resume", "--force", "--tensorboard", "--no-progress"))
+    assert opts.label_names == ("a", "b", "c") and opts.max_grad_norm is None  # 0: no clipping
+    assert (opts.dropout, opts.shuffle, opts.packed, opts.progress) == (False,) * 4
+    assert (opts.eval, opts.num_labels, opts.text_column, opts.label_column) == ("E", 3, "t", "y")
+    assert (opts.learning_rate, opts.batch_size, opts.warmup_steps, opts.epochs, opts.max_steps,
+            opts.max_length, opts.weight_decay, opts.seed, opts.grad_accum, opts.dtype) == \
+        (2e-5, 8, 0, 1, 5, 64, 0.01, 7, 2, "bfloat16")
+    assert (opts.save_every, opts.devices, opts.resume, opts.force, opts.tensorboard) == \
+        (9, 1, True, True, True)
+
+
+def test_serve_parser_defaults_are_the_serve_options(monkeypatch):
+    from flaxsent.cli import serve as serve_cli
+    from flaxsent.serve.options import ServeOptions
+    monkeypatch.delenv("FLAXSENT_API_KEY", raising=False)
+    args = parse("serve", "M")
+    assert serve_cli.options(args) == ServeOptions(model_id="M")
+    assert (args.host, args.port) == ("127.0.0.1", 8080)
+    monkeypatch.setenv("FLAXSENT_API_KEY", "k")
+    opts = serve_cli.options(parse("serve", "M", "--max-wait-ms", "0", "--payload-limit", "10"))
+    assert (opts.api_key, opts.max_wait_ms, opts.payload_limit) == ("k", 0.0, 10)
+
+
+def test_version_prints_the_installed_version(capsys):
+    from importlib import metadata
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out == f"flaxsent {metadata.version('flaxsent')}\n"
+
+
+def test_building_the_parser_loads_no_jax_and_no_web_framework():
+    """The defaults come from light modules: `--help` and JAX's CPU pinning happen before jax."""
+    check = ("import sys; from flaxsent.cli import build_parser; build_parser(); "
+             "print(sorted(m for m in ('jax', 'optax', 'fastapi', 'uvicorn', 'torch') "
+             "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

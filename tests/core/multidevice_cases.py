@@ -59,7 +59,8 @@ def test_pmap_predict_equals_mesh_and_plain_call(tiny_flax, batch):
 def test_training_on_eight_devices_equals_one(tiny_hf):
     """The same steps data-parallel over 8 devices: the same losses and the same model."""
     from flaxsent.core.plan import StepPlan
-    from flaxsent.train.step import Recipe, TrainStep
+    from flaxsent.train.recipe import Recipe
+    from flaxsent.train.step import TrainStep
 
     rng = np.random.default_rng(0)
     steps = []

@@ -16,7 +16,8 @@ import pytest
 from flaxsent import Classifier
 from flaxsent.core import checkpoint as ckpt
 from flaxsent.errors import FlaxsentError, TrainError
-from flaxsent.train.loop import TrainOptions, train
+from flaxsent.train.loop import train
+from flaxsent.train.recipe import TrainOptions
 from tests.helpers import WORDS, build_hf_checkpoint
 
 POSITIVE = {"great", "good", "brilliant", "fun", "love", "best", "enjoyed"}

@@ -12,7 +12,8 @@ from flax import nnx
 
 from flaxsent.core import checkpoint as ckpt
 from flaxsent.core.plan import StepPlan
-from flaxsent.train.step import NO_LABEL, Recipe, TrainStep, decay_mask, labels_of, loss_fn
+from flaxsent.train.recipe import Recipe, decay_mask
+from flaxsent.train.step import NO_LABEL, TrainStep, labels_of, loss_fn
 
 
 def _examples(n: int, seed: int, vocab: int = 128, longest: int = 30,
