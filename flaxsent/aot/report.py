@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from flaxsent.aot.compile import AotRun, corpus_estimate, estimate
+from flaxsent.io import durable
 
 ESTIMATE_NOTE = ("ESTIMATES, not measurements: a roofline per device, max(FLOPs / peak, bytes "
                  "accessed / HBM bandwidth), from XLA's cost analysis and the chip's published "
@@ -140,6 +141,6 @@ def write_report(report: dict[str, Any], out: str | Path) -> Path:
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "aot.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    (folder / "aot.md").write_text(markdown(report))
+    durable.write_text(path, json.dumps(report, indent=2) + "\n")
+    durable.write_text(folder / "aot.md", markdown(report))
     return path

@@ -26,6 +26,8 @@ import numpy as np
 from tokenizers import AddedToken, Tokenizer, normalizers, pre_tokenizers, processors
 from tokenizers.models import WordPiece
 
+from flaxsent.io import durable
+
 TOKENIZER_FILES: tuple[str, ...] = (
     "tokenizer.json",
     "vocab.txt",
@@ -379,7 +381,7 @@ class TextTokenizer:
             if name == "tokenizer_config.json":
                 continue
             if name in self._files:
-                (dst / name).write_bytes(self._files[name])
+                durable.write_bytes(dst / name, self._files[name])
                 written.append(name)
             elif (dst / name).is_file():
                 (dst / name).unlink()  # a stale tokenizer.json there would win over our vocab.txt
@@ -389,8 +391,7 @@ class TextTokenizer:
         config.setdefault("model_max_length", self.model_max_length)
         if isinstance(self._tokenizer.model, WordPiece):
             config.setdefault("do_lower_case", True)
-        (dst / "tokenizer_config.json").write_text(
-            json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
-        )
+        durable.write_text(dst / "tokenizer_config.json",
+                           json.dumps(config, indent=2, ensure_ascii=False) + "\n")
         written.append("tokenizer_config.json")
         return written

@@ -268,6 +268,7 @@ def merge_parts(manifest_path: str, output: str | None, *, force: bool = False,
             writer.close()
             if to_file:
                 os.replace(target, output)
+                durable.fsync_folder(Path(output).parent)  # the rename itself survives a crash
         else:  # the partial merge goes; the parts stay as they were
             if isinstance(writer, ParquetWriter):
                 writer.close(keep_partial=True)

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from flaxsent.errors import ProbeError
+from flaxsent.io import durable
 from flaxsent.io.writers import open_writer
 from flaxsent.probe.run import PairsResult, ProbeResult
 from flaxsent.version import __version__
@@ -235,8 +236,8 @@ def write_outputs(record: dict[str, Any], rows: list[dict[str, Any]], plot: Any,
     matplotlib is missing) into `out`; the paths written."""
     folder = check_out(out, force)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "probe.json").write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n",
-                                       encoding="utf-8")
+    durable.write_text(folder / "probe.json",
+                       json.dumps(record, indent=1, ensure_ascii=False) + "\n")
     with open_writer(str(folder / "probe.csv")) as writer:
         writer.write_chunk(rows)
     written = [str(folder / "probe.json"), str(folder / "probe.csv")]

@@ -25,6 +25,7 @@ import jax
 import numpy as np
 
 from flaxsent.core import checkpoint as ckpt
+from flaxsent.core.classifier import default_precision
 from flaxsent.core.plan import StepPlan
 from flaxsent.core.tokenizer import TextTokenizer
 from flaxsent.errors import TrainError
@@ -77,7 +78,6 @@ def train(opts: TrainOptions) -> TrainResult:
         ids, labels = _read_examples(opts.data, tokenizer, cfg.labels, opts)
         trainer = _Run(opts, out, model, tokenizer, cfg, ids, labels)
         result = trainer.run()
-        tokenizer.save(out)  # with the final weights: the folder is a checkpoint
     result.seconds = time.perf_counter() - started
     return result
 
@@ -99,7 +99,7 @@ class _Run:
                         total_steps=self.total, weight_decay=opts.weight_decay,
                         max_grad_norm=opts.max_grad_norm, grad_accum=opts.grad_accum)
         self.step_fn = TrainStep(model, recipe, devices=opts.devices, dropout=opts.dropout,
-                                 precision="highest" if opts.dtype == "float32" else "default")
+                                 precision=default_precision(opts.dtype))
         self.plan = StepPlan.build(tokenizer.max_length, opts.batch_size // opts.grad_accum,
                                    self.step_fn.n_devices, packed=opts.packed)
         self.schedule = recipe.schedule()
@@ -210,12 +210,13 @@ class _Run:
         return metrics
 
     def _save_config(self) -> None:
-        """config.json, written durably once before the first step. It is fixed for the whole
-        run (a --resume with other options or another model is refused), so the weights, which
-        `_save_model` replaces in one atomic step at the end, can never sit beside another
-        save's config: after a kill the folder holds this run's config with no weights, or
-        with the final ones."""
+        """config.json and the tokenizer files, written durably once before the first step. They
+        are fixed for the whole run (a --resume with other options or another model is refused),
+        so the weights, which `_save_model` replaces in one atomic step at the end, never sit
+        beside another save's config: after a kill the folder holds this run's config and
+        tokenizer with no weights, or with the final ones."""
         durable.write_json(self.out / ckpt.CONFIG, self.cfg.to_hf_dict(), error=TrainError)
+        self.tokenizer.save(self.out)
 
     def _save_model(self, params) -> None:
         """flax_model.safetensors (float32), replaced atomically and durably (see

@@ -342,7 +342,6 @@ def test_bad_options_are_one_line_errors(capsys, tiny_flax):
 
 
 def test_the_card_example_is_documented_as_curl():
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    section = readme[readme.index("## Serving over HTTP"):]
-    call = re.search(r"curl .*?/score.*?-d '(.*?)'", section, re.S)
+    page = (ROOT / "docs" / "serving.md").read_text(encoding="utf-8")
+    call = re.search(r"curl .*?/score.*?-d '(.*?)'", page, re.S)
     assert call and json.loads(call.group(1)) == {"input_data": CARD}
