@@ -166,5 +166,5 @@ def poisoned(tiny_flax, word: str):
     model = ckpt.load_model(tiny_flax)
     tokenizer = TextTokenizer.from_folder(tiny_flax)
     table = model.embeddings.word_embeddings.embedding
-    table.value = table.value.at[tokenizer.encode_batch([word])[0][0][1]].set(np.nan)
+    table[...] = table[...].at[tokenizer.encode_batch([word])[0][0][1]].set(np.nan)
     return Classifier(model, tokenizer, window=4, pack_length=None)  # rows do not interact
