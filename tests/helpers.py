@@ -11,6 +11,7 @@ import csv
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -168,3 +169,20 @@ def poisoned(tiny_flax, word: str):
     table = model.embeddings.word_embeddings.embedding
     table[...] = table[...].at[tokenizer.encode_batch([word])[0][0][1]].set(np.nan)
     return Classifier(model, tokenizer, window=4, pack_length=None)  # rows do not interact
+
+
+def stopped_predict_run(tiny_flax: Path, tmp_path: Path) -> tuple[Path, Path, Path, bytes]:
+    """A model folder, a JSONL input of 20 rows, and its output as a run killed after 9 rows
+    leaves it (the run's record beside it); returns (model, input, output, reference)."""
+    model = tmp_path / "model"
+    shutil.copytree(tiny_flax, model)
+    src = tmp_path / "in.jsonl"
+    write_input(src, [{"id": i, "text": t} for i, t in enumerate(texts(20, seed=16))])
+    out = tmp_path / "out.jsonl"
+    from flaxsent.core.classifier import Classifier
+    from flaxsent.predict import run as predict
+    clf4 = Classifier.from_pretrained(model, window=4)
+    predict.predict_file(clf4, str(src), str(out), chunk_size=4, progress=False)
+    reference = out.read_bytes()
+    out.write_bytes(b"".join(reference.splitlines(keepends=True)[:9]))
+    return model, src, out, reference

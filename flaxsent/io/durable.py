@@ -92,22 +92,9 @@ def replacing(path: str | os.PathLike, *, error: ErrorType = WriteError) -> Iter
 def write_bytes(path: str | os.PathLike, data: bytes, *, error: ErrorType = WriteError) -> None:
     """Write `data` to `path` atomically and durably (all of it or, after any failure or kill,
     the old file). A new file gets the permissions any new file gets (the umask's)."""
-    path = Path(path)
-    tmp = _sibling(path, "tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with open(fd, "wb") as f:
+    with replacing(path, error=error) as tmp:
+        with open(tmp, "xb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_folder(path.parent)
-    except BaseException as e:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        if isinstance(e, OSError):
-            raise error(f"cannot write {path}: {_reason(e)}") from None
-        raise
 
 
 def write_text(path: str | os.PathLike, text: str, *, error: ErrorType = WriteError) -> None:

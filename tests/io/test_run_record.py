@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,7 @@ from flaxsent.errors import FlaxsentError, PredictError, TrainError
 from flaxsent.io import run_record
 from flaxsent.predict import run as predict
 from flaxsent.train.loop import RUN_INFO, TrainOptions, train
-from tests.helpers import WORDS, texts, write_input
+from tests.helpers import WORDS, stopped_predict_run
 
 IDENTITY = {"input": {"path": "/data/in.txt", "size": 10}, "top_k": 1, "dtype": "float32"}
 REFUSAL = "--resume: out was written by another run ({}): start afresh with --force"
@@ -128,18 +127,8 @@ def test_an_unreadable_record_is_one_line(tmp_path):
 
 @pytest.fixture
 def stopped_predict(tiny_flax, tmp_path) -> tuple[Path, Path, Path, bytes]:
-    """A model folder, a JSONL input of 20 rows, and its output as a run killed after 9 rows
-    leaves it (the run's record beside it); returns (model, input, output, reference)."""
-    model = tmp_path / "model"
-    shutil.copytree(tiny_flax, model)
-    src = tmp_path / "in.jsonl"
-    write_input(src, [{"id": i, "text": t} for i, t in enumerate(texts(20, seed=16))])
-    out = tmp_path / "out.jsonl"
-    clf4 = Classifier.from_pretrained(model, window=4)
-    predict.predict_file(clf4, str(src), str(out), chunk_size=4, progress=False)
-    reference = out.read_bytes()
-    out.write_bytes(b"".join(reference.splitlines(keepends=True)[:9]))
-    return model, src, out, reference
+    """A predict run killed after 9 of 20 rows (see `tests.helpers.stopped_predict_run`)."""
+    return stopped_predict_run(tiny_flax, tmp_path)
 
 
 def test_a_fresh_predict_run_records_what_it_depends_on(stopped_predict):

@@ -20,7 +20,16 @@ from flaxsent.core.classifier import Classifier
 from flaxsent.errors import FlaxsentError
 from flaxsent.io import writers
 from flaxsent.predict import run as predict
-from tests.helpers import cli, parse, poisoned, read_output, subprocess_cli, texts, write_input
+from tests.helpers import (
+    cli,
+    parse,
+    poisoned,
+    read_output,
+    stopped_predict_run,
+    subprocess_cli,
+    texts,
+    write_input,
+)
 
 
 @pytest.fixture(scope="module")
@@ -352,21 +361,6 @@ def test_a_full_disk_is_one_line_and_resume_continues(tiny_flax, tmp_path):
     assert cut.read_bytes() == full.read_bytes()
 
 
-def _stopped_run(tiny_flax, tmp_path) -> tuple[Path, Path, Path, bytes]:
-    """A model folder, a JSONL input of 20 rows, and its output as a run killed after 9 rows
-    leaves it (the run's record beside it); returns (model, input, output, reference)."""
-    model = tmp_path / "model"
-    shutil.copytree(tiny_flax, model)
-    src = tmp_path / "in.jsonl"
-    write_input(src, [{"id": i, "text": t} for i, t in enumerate(texts(20, seed=16))])
-    out = tmp_path / "out.jsonl"
-    clf4 = Classifier.from_pretrained(model, window=4)
-    predict.predict_file(clf4, str(src), str(out), chunk_size=4, progress=False)
-    reference = out.read_bytes()
-    out.write_bytes(b"".join(reference.splitlines(keepends=True)[:9]))
-    return model, src, out, reference
-
-
 @pytest.mark.parametrize("change, what", [
     ("input longer", "input (head_sha256, mtime_ns, size changed)"),
     ("input edited", "input (head_sha256, mtime_ns changed)"),
@@ -384,7 +378,7 @@ def _stopped_run(tiny_flax, tmp_path) -> tuple[Path, Path, Path, bytes]:
 def test_resume_refuses_to_continue_another_run(tiny_flax, tmp_path, change, what):
     """--resume refuses, saying what differs, when the input, model or options differ from the
     run recorded beside the output: one output never mixes two runs."""
-    model, src, out, _ = _stopped_run(tiny_flax, tmp_path)
+    model, src, out, _ = stopped_predict_run(tiny_flax, tmp_path)
     load: dict = {"window": 4}
     options: dict = {}
     if change == "input longer":
@@ -420,7 +414,7 @@ def test_resume_refuses_to_continue_another_run(tiny_flax, tmp_path, change, wha
 def test_resume_of_the_same_run_goes_on_whatever_the_chunk_size(tiny_flax, tmp_path):
     """(A missing, torn or foreign record, and the refusals on the command line: the guard's
     own tests, tests/io/test_run_record.py.)"""
-    model, src, out, reference = _stopped_run(tiny_flax, tmp_path)
+    model, src, out, reference = stopped_predict_run(tiny_flax, tmp_path)
     clf4 = Classifier.from_pretrained(model, window=4)
     # the chunk size is only the write size: another one continues the same run
     result = predict.predict_file(clf4, str(src), str(out), resume=True, chunk_size=3,
