@@ -68,7 +68,7 @@ def probe_strategy(strategy: Strategy, ctx: RunContext, first_text: str,
                    warm_texts: list[str], timeout_s: float = DEFAULT_TIMEOUT_S,
                    ) -> dict[str, Any]:
     """Cold and warm figures: flaxsent with an empty, then a filled compilation cache."""
-    if strategy.family == "torch":  # nothing persists between PyTorch processes
+    if not strategy.jax:  # nothing persists between PyTorch (or ONNX Runtime) processes
         cold = probe_once(strategy, ctx, first_text, warm_texts, timeout_s)
         return {"cold": cold, "warm": None}
     with tempfile.TemporaryDirectory(prefix="flaxsent-jax-cache-") as cache:
@@ -99,8 +99,8 @@ def cold_start(spec: dict[str, Any]) -> dict[str, Any]:
     launched = spec["launched"]
     strategy = Strategy(**spec["strategy"])
     ctx = RunContext(**spec["context"])
-    meter = CompileMeter.get() if strategy.family == "flax" else None
-    if strategy.family == "torch":
+    meter = CompileMeter.get() if strategy.jax else None
+    if strategy.family != "flax":
         from transformers.utils import logging as hf_logging
         hf_logging.disable_progress_bar()
     runner = make_runner(strategy, ctx)

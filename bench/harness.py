@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flaxsent.bench import parity, report, sysinfo
+from flaxsent.bench import flops, parity, peers, report, sysinfo
 from flaxsent.bench.child import add_probe_figures, probe_strategy
 from flaxsent.bench.results_folder import results_folder
 from flaxsent.bench.strategies import (
     FLAX_NAMES,
+    FLAX_ORT,
     NAMES,
     SORTED_BATCHES,
     SORTED_BATCHES_GPU,
@@ -63,6 +64,11 @@ MODES = {
     "default": Mode("default", 872, 3, 60.0, False, False),
     "full": Mode("full", 872, 5, 600.0, True, True),
 }
+# On an accelerator the embedded corpus is this many times larger (872 x 64 = 55,808 sentences)
+# unless --sentences says otherwise: 872 sentences took an H200 25 ms a pass, too short to time
+# or to fill its batches; at 64x a flaxsent bf16 pass lasts about 1.5 s and PyTorch fp32's
+# several seconds. --quick keeps its 64 sentences everywhere.
+ACCELERATOR_SCALE = 64
 
 
 @dataclasses.dataclass
@@ -83,6 +89,9 @@ class BenchOptions:
     progress: bool = True  # tqdm bar on stderr
     print_table: bool = True  # the Markdown table on stdout
     seed: int = 0  # of the embedded corpus
+    # sentences: of the embedded corpus, or the first N of --data; None: the mode's (872; x
+    # ACCELERATOR_SCALE on an accelerator; --quick 64)
+    sentences: int | None = None
     model_cache: str | os.PathLike | None = None  # where the default model is kept
     # Called with the flat Flax params (path -> array) before the flaxsent side loads them;
     # the PyTorch side keeps the original weights (used to prove parity failures are caught).
@@ -120,6 +129,10 @@ def _mode(opts: BenchOptions) -> Mode:
     if opts.devices is not None and (isinstance(opts.devices, bool)
                                      or not isinstance(opts.devices, int) or opts.devices < 1):
         raise FlaxsentError(f"--devices {opts.devices!r}: must be a positive integer")
+    if opts.sentences is not None and (isinstance(opts.sentences, bool)
+                                       or not isinstance(opts.sentences, int)
+                                       or opts.sentences < 1):
+        raise FlaxsentError(f"--sentences {opts.sentences!r}: must be a positive integer")
     if opts.budget_s is not None:
         if not opts.budget_s > 0:
             raise FlaxsentError(f"--budget {opts.budget_s!r}: must be a positive number of "
@@ -129,11 +142,16 @@ def _mode(opts: BenchOptions) -> Mode:
 
 
 def plan_strategies(opts: BenchOptions, mode: Mode, accelerator: bool = False,
-                    ) -> list[Strategy]:
-    """The strategies to run, reference first; torch-sorted comes in its batch-size variants.
+                    available: peers.Peers | None = None) -> list[Strategy]:
+    """The strategies to run, reference first; torch-sorted and ort-sorted come in their
+    batch-size variants.
 
     On an accelerator (`accelerator`: JAX runs on a GPU or TPU, PyTorch on the GPU when it has
-    one) PyTorch also runs bf16 at its best, and flaxsent fp32 also at default precision.
+    one) flaxsent fp32 also runs at default precision. `available` (peers.detect: None, none of
+    them) adds the peers this host runs: PyTorch autocast (bf16; fp16 on a GPU) at its best,
+    ONNX Runtime fp32 and int8 at its best, flaxsent int8 and flaxsent on ONNX Runtime.
+    `--dtype float32` leaves out the bf16, fp16 and int8 rows; `--dtype bfloat16` runs the
+    flaxsent bf16 rows and PyTorch's autocast ones; int8 runs with the default (both).
     """
     if opts.dtype not in DTYPE_CHOICES:
         raise FlaxsentError(f"--dtype {opts.dtype!r}: choose one of {', '.join(DTYPE_CHOICES)}")
@@ -146,23 +164,50 @@ def plan_strategies(opts: BenchOptions, mode: Mode, accelerator: bool = False,
     def wanted(name: str) -> bool:
         return only is None or name in only
 
+    avail = available or peers.Peers()
+    fp32 = opts.dtype in ("float32", "both")
+    low = opts.dtype in ("bfloat16", "both")
+    int8 = opts.dtype == "both"
     out = [Strategy(REFERENCE, batch_size=TORCH_BATCH)]  # always: it is the reference
     sweep = SORTED_BATCHES_GPU if accelerator else SORTED_BATCHES
     if wanted("torch-sorted"):
         out += [Strategy("torch-sorted", batch_size=b) for b in sweep]
-        if accelerator and opts.dtype in ("bfloat16", "both"):
-            out += [Strategy("torch-sorted", "bfloat16", batch_size=b) for b in sweep]
+        if low:
+            out += [Strategy("torch-sorted", dtype, batch_size=b)
+                    for dtype in avail.torch_autocast for b in sweep]
     if mode.torch_compile and wanted("torch-compile") or only and "torch-compile" in only:
         out.append(Strategy("torch-compile", batch_size=TORCH_BATCH))
+    if avail.ort and wanted("ort-sorted"):
+        out += [Strategy("ort-sorted", batch_size=b) for b in sweep]
+        if int8:
+            out += [Strategy("ort-sorted", batch_size=b, quantize="int8") for b in sweep]
     flax = [n for n in FLAX_NAMES if wanted(n)]
-    if opts.dtype in ("float32", "both"):
+    if fp32:
         out += [Strategy(n) for n in flax]
         if accelerator:
             out += [Strategy(n, precision="default") for n in flax if n == "flax-bucketed"]
-    if opts.dtype in ("bfloat16", "both"):
+    if low:
         every = mode.bf16_all or opts.dtype == "bfloat16"
         out += [Strategy(n, "bfloat16") for n in flax if every or n == "flax-bucketed"]
+    if int8 and avail.flax_int8 and "flax-bucketed" in flax:
+        out.append(Strategy("flax-bucketed", quantize="int8"))
+    if avail.flax_ort and wanted(FLAX_ORT):
+        out += [Strategy(FLAX_ORT)] if fp32 else []
+        out += [Strategy(FLAX_ORT, quantize="int8")] if int8 else []
     return out
+
+
+def skipped_notes(opts: BenchOptions, available: peers.Peers) -> list[str]:
+    """A note for each peer this host does not run and this run would have run (its reason)."""
+    only = set(opts.only) if opts.only else None
+    wants = {"torch-sorted[bf16]": opts.dtype in ("bfloat16", "both"),
+             "ort-sorted": True, "flax-bucketed[int8]": opts.dtype == "both", FLAX_ORT: True}
+    notes = []
+    for row, why in available.skipped.items():
+        name = row.split("[")[0]
+        if wants.get(row, True) and (only is None or name in only):
+            notes.append(f"{row} not run here: {why}")
+    return notes
 
 
 def _model_folder(opts: BenchOptions) -> tuple[Path, dict[str, Any]]:
@@ -184,9 +229,20 @@ def _model_folder(opts: BenchOptions) -> tuple[Path, dict[str, Any]]:
                     "label": f"{opts.model} (real weights)"}
 
 
-def _corpus(opts: BenchOptions, mode: Mode) -> tuple[list[str], dict[str, Any]]:
+def corpus_size(opts: BenchOptions, mode: Mode, accelerator: bool = False) -> int:
+    """Sentences of the embedded corpus: --sentences, else the mode's (x ACCELERATOR_SCALE on an
+    accelerator, --quick excepted)."""
+    if opts.sentences is not None:
+        return opts.sentences
+    scale = ACCELERATOR_SCALE if accelerator and not opts.quick else 1
+    return mode.n_sentences * scale
+
+
+def _corpus(opts: BenchOptions, mode: Mode, accelerator: bool = False,
+            ) -> tuple[list[str], dict[str, Any]]:
+    n = corpus_size(opts, mode, accelerator)
     if opts.data is not None:  # read as `flaxsent predict` reads it; a bad row stops the bench
-        limit = mode.n_sentences if opts.quick else None
+        limit = n if opts.quick or opts.sentences is not None else None
         with read_records(opts.data) as reader:
             texts = reader.texts(limit)
         if not texts:
@@ -194,15 +250,16 @@ def _corpus(opts: BenchOptions, mode: Mode) -> tuple[list[str], dict[str, Any]]:
         description = {"source": opts.data, "format": reader.fmt, "n": len(texts)}
         if reader.text_column is not None:
             description["column"] = reader.text_column
-        if opts.quick:
-            description["note"] = f"first {len(texts)} sentences at most (--quick)"
+        if limit is not None:
+            why = "--sentences" if opts.sentences is not None else "--quick"
+            description["note"] = f"first {len(texts)} sentences at most ({why})"
         return texts, description
     try:
-        texts = generate_corpus(mode.n_sentences, seed=opts.seed)
+        texts = generate_corpus(n, seed=opts.seed)
     except (TypeError, ValueError) as e:
         raise FlaxsentError(f"--seed {opts.seed!r}: {e}") from None
     return texts, {"source": "embedded SST-2-like corpus",
-                   "generator": f"flaxsent.embedded.corpus.generate_corpus({mode.n_sentences}, "
+                   "generator": f"flaxsent.embedded.corpus.generate_corpus({n}, "
                                 f"seed={opts.seed})",
                    "target": dict(CORPUS_STATS_TARGET),
                    "n": len(texts)}
@@ -229,7 +286,7 @@ def _thread_notes(records: list[dict[str, Any]], threads: int) -> list[str]:
         probe = r.get("probe") or {}
         runs = [("timed", r.get("threads")),
                 *((f"{w} probe", (probe.get(w) or {}).get("threads")) for w in ("cold", "warm"))]
-        side = "PyTorch" if r["family"] == "torch" else "XLA's CPU pool"
+        side = {"torch": "PyTorch", "ort": "ONNX Runtime"}.get(r["family"], "XLA's CPU pool")
         notes += [f"{r['key']} ({where}): {side} ran {seen} threads, not {threads}"
                   for where, seen in runs if seen not in (None, threads)]
     return notes
@@ -241,6 +298,42 @@ def _command() -> str:
     if program == "__main__.py":
         program = "python -m flaxsent.bench"
     return " ".join([program, *sys.argv[1:]])
+
+
+def _accelerator_name(jax: Any, torch_device: str) -> str | None:
+    """The accelerator's name for the peak-FLOPs table (None on a CPU-only host)."""
+    if jax.default_backend() != "cpu":
+        return jax.devices()[0].device_kind
+    if torch_device == "cuda":
+        import torch
+        return torch.cuda.get_device_name()
+    return None
+
+
+def _prepare(strategy: Strategy, ctx: RunContext, prepared: dict[str, Any], work: Path,
+             texts: Sequence[str], reference: np.ndarray) -> RunContext:
+    """The context with the strategy's model files, made once per run (untimed; their seconds
+    go to the record's peers.prepared). A failed preparation is re-raised for every strategy
+    that needs it."""
+    name = "onnxruntime" if strategy.family == "ort" else FLAX_ORT
+    if name not in prepared:
+        try:
+            if name == "onnxruntime":
+                models, info = peers.prepare_ort(ctx.torch_folder, work / "ort", texts,
+                                                 reference, ctx.threads, ctx.ort_provider)
+                info["models"] = models
+            else:
+                folder, info = peers.export_flax_onnx(ctx.flax_folder, work / "flax-ort")
+                info["folder"] = folder
+        except Exception as e:  # noqa: BLE001 - reported with each strategy that needed it
+            info = {"error": f"{type(e).__name__}: {e}"}
+        prepared[name] = info
+    info = prepared[name]
+    if "error" in info:
+        raise RuntimeError(f"preparing {name} failed: {info['error']}")
+    if name == "onnxruntime":
+        return dataclasses.replace(ctx, ort_models=info["models"])
+    return dataclasses.replace(ctx, flax_onnx_folder=info["folder"])
 
 
 def run_harness(opts: BenchOptions) -> BenchResult:
@@ -258,7 +351,6 @@ def run_harness(opts: BenchOptions) -> BenchResult:
     if out_dir.exists() and not out_dir.is_dir():
         raise FlaxsentError(f"--out {out_dir}: exists and is not a folder")
     folder, model_info = _model_folder(opts)
-    texts, corpus = _corpus(opts, mode)
 
     import jax
     import torch
@@ -269,7 +361,10 @@ def run_harness(opts: BenchOptions) -> BenchResult:
     from flaxsent.core.tokenizer import TextTokenizer
     CompileMeter.get()  # listen before the first compile
     accelerator = jax.default_backend() != "cpu"
-    strategies = plan_strategies(opts, mode, accelerator)
+    texts, corpus = _corpus(opts, mode, accelerator)  # larger on an accelerator
+    torch_device = "cuda" if torch.cuda.is_available() else "cpu"  # where TorchRunner runs
+    available = peers.detect(torch_device, accelerator)
+    strategies = plan_strategies(opts, mode, accelerator, available)
     n_local = jax.local_device_count()
     if opts.devices is not None and not 1 <= opts.devices <= n_local:
         raise FlaxsentError(
@@ -290,16 +385,19 @@ def run_harness(opts: BenchOptions) -> BenchResult:
                   n_truncated=int((raw > limit).sum()), max_length=limit)
     model_info.update(config=cfg.to_hf_dict(),
                       default_config=opts.model is None and cfg == default_config(opts.quick))
-    notes: list[str] = []
+    notes: list[str] = skipped_notes(opts, available)
+    corpus_flops = flops.model_flops(cfg, lengths.tolist())
+    accel_name = _accelerator_name(jax, torch_device)
 
     sweep = SORTED_BATCHES_GPU if accelerator else SORTED_BATCHES
-    n_probes = sum(1 if s.family == "torch" else 2 for s in strategies
-                   if not (s.name == "torch-sorted" and s.batch_size != sweep[0]))
+    n_probes = sum(2 if s.jax else 1 for s in strategies
+                   if not (s.sweeps_batches and s.batch_size != sweep[0]))
     bar = tqdm(total=len(strategies) + (n_probes if opts.probes else 0), desc="flaxsent bench",
                unit="step", file=sys.stderr, disable=not opts.progress, dynamic_ncols=True)
     records: list[dict[str, Any]] = []
     logits: dict[str, np.ndarray] = {}
     heavy: dict[str, list[str]] = {}
+    prepared: dict[str, Any] = {}  # peers' one-time preparation (untimed): name -> figures
     with tempfile.TemporaryDirectory(prefix="flaxsent-bench-") as tmp, bar:
         flax_folder = folder if opts.perturb is None else \
             _perturbed_copy(folder, Path(tmp) / "perturbed", opts.perturb)
@@ -308,8 +406,8 @@ def run_harness(opts: BenchOptions) -> BenchResult:
             model_info["perturbed_flax_side"] = True
         ctx = RunContext(torch_folder=str(folder), flax_folder=str(flax_folder),
                          naive_length=max(3, int(lengths.max())), dp_devices=opts.devices,
-                         threads=threads)
-        variants: dict[str, list[dict[str, Any]]] = {}  # torch-sorted keys: each batch size
+                         threads=threads, ort_provider=available.ort_provider)
+        variants: dict[str, list[dict[str, Any]]] = {}  # torch-/ort-sorted keys: each batch size
         default_plan = None  # the plan flax-bucketed ran (parity is reported per its shapes)
         failed: list[str] = []
         for strategy in strategies:
@@ -317,21 +415,30 @@ def run_harness(opts: BenchOptions) -> BenchResult:
                                 + (f" (batch {strategy.batch_size})" if strategy.batch_size
                                    else ""))
             try:
+                if strategy.family == "ort" or strategy.name == FLAX_ORT:
+                    bar.set_postfix_str(f"preparing {strategy.key} (untimed)")
+                    ctx = _prepare(strategy, ctx, prepared, Path(tmp), texts,
+                                   logits[REFERENCE])
                 record, out, heavy_texts, plan = time_strategy(
                     strategy, ctx, texts, lengths, mode.repeats, mode.budget_s)
             except Exception as e:  # noqa: BLE001 - one broken strategy must not lose the rest
                 if strategy.name == REFERENCE:
                     raise
                 first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-                notes.append(f"{strategy.key} (batch {strategy.batch_size}) FAILED here "
-                             f"({type(e).__name__}: {first})")
-                if strategy.name != "torch-compile":  # optional: it needs a toolchain
+                batch = f" (batch {strategy.batch_size})" if strategy.batch_size else ""
+                if strategy.key not in failed:  # one note a row, not one per batch size
+                    notes.append(f"{strategy.key}{batch} FAILED here "
+                                 f"({type(e).__name__}: {first})")
+                # torch-compile is optional: it needs a toolchain
+                if strategy.name != "torch-compile" and strategy.key not in failed:
                     failed.append(strategy.key)
                 bar.update(2 if opts.probes else 1)
                 continue
             add_figures(record, len(texts), real_tokens)
+            flops.add_flops_figures(record, corpus_flops,
+                                    accel_name if record["device"] != "cpu" else None)
             bar.update()
-            if strategy.name == "torch-sorted":  # keep the fastest batch size as torch-sorted
+            if strategy.sweeps_batches:  # keep the fastest batch size (PyTorch / ORT at best)
                 tried = variants.setdefault(strategy.key, [])
                 tried.append(record)
                 if max(tried, key=lambda r: r["sentences_per_s"]) is not record:
@@ -340,7 +447,8 @@ def run_harness(opts: BenchOptions) -> BenchResult:
             records.append(record)
             logits[record["key"]] = out
             heavy[record["key"]] = heavy_texts
-            if strategy.name == "flax-bucketed" and strategy.dtype == "float32":
+            if strategy.name == "flax-bucketed" and strategy.dtype == "float32" \
+                    and not strategy.quantize:
                 default_plan = plan
         for record in records:
             if record["key"] in variants:
@@ -357,10 +465,10 @@ def run_harness(opts: BenchOptions) -> BenchResult:
             probe = None
             if opts.probes:
                 strategy = Strategy(record["name"], record["dtype"], record["batch_size"],
-                                    record["precision"])
+                                    record["precision"], record["quantize"])
                 bar.set_postfix_str(f"cold start {record['key']}")
                 probe = probe_strategy(strategy, ctx, texts[0], heavy[record["key"]])
-                bar.update(1 if strategy.family == "torch" else 2)
+                bar.update(2 if strategy.jax else 1)
             add_probe_figures(record, probe)
             if record["probe_error"]:
                 notes.append(f"{record['key']}: cold-start probe failed: {record['probe_error']}")
@@ -377,7 +485,8 @@ def run_harness(opts: BenchOptions) -> BenchResult:
             record["parity"] = {"reference": True, "parity_ok": True, "max_abs": 0.0,
                                 "mean_abs": 0.0, "argmax_agreement": 1.0, "per_shape": []}
         else:
-            tolerance = record["dtype"] if record["precision"] == "highest" else "bfloat16"
+            tolerance = parity.tolerance_for(record["dtype"], record["precision"],
+                                             record["quantize"])
             record["parity"] = parity.compare(reference, logits[record["key"]], groups,
                                               labels, tolerance)
         record["parity_ok"] = record["parity"]["parity_ok"]
@@ -386,6 +495,9 @@ def run_harness(opts: BenchOptions) -> BenchResult:
                      " s (--budget); the 'runs' column says how many were timed")
     if not opts.probes:
         notes.append("compile, first-result and memory figures not measured (--no-probes)")
+    if model_info["weights"] == "random" and any(r["quantize"] for r in records):
+        notes.append("int8 agreement depends on the ranges of the weights and activations: on "
+                     "random weights it says little about a trained checkpoint (--model)")
     if n_local == 1 and any(r["name"] in ("flax-mesh-dp", "flax-pmap-dp") for r in records):
         notes.append("one local device: the data-parallel strategies run the bucketed plan on "
                      "that one device")
@@ -411,9 +523,15 @@ def run_harness(opts: BenchOptions) -> BenchResult:
         "settings": {"dtype": opts.dtype, "devices": opts.devices, "probes": opts.probes,
                      "reference": REFERENCE, "plan": [str(s) for s in default_plan.shapes()],
                      "threads": threads, "torch_threads": torch.get_num_threads(),
+                     "torch_device": torch_device,
                      "xla_threads": sysinfo.xla_cpu_threads(),
                      "xla_threads_set_by": f"{sysinfo.XLA_THREADS_ENV}={threads}"},
         "reference_logit_scale": parity.logit_scale(reference),
+        "peers": {"available": available.to_dict(), "prepared": prepared},
+        "model_flops": {"per_pass": corpus_flops,
+                        "per_real_token": corpus_flops / real_tokens,
+                        "encoder_matmul_params": flops.matmul_params(cfg),
+                        "accelerator": accel_name},
         "tolerances": parity.TOLERANCES,
         "strategies": records,
         "parity_ok": all(r["parity_ok"] for r in records),

@@ -6,12 +6,20 @@ import math
 from pathlib import Path
 from typing import Any
 
-from flaxsent.bench.parity import BF16_MIN_ARGMAX, BF16_REL_MAX_ABS, FP32_MAX_ABS
+from flaxsent.bench.flops import PEAK_TFLOPS
+from flaxsent.bench.parity import (
+    BF16_MIN_ARGMAX,
+    BF16_REL_MAX_ABS,
+    FP32_MAX_ABS,
+    INT8_MIN_ARGMAX,
+    INT8_REL_MAX_ABS,
+)
 from flaxsent.bench.results_folder import write_record
 
 COLUMNS = ("strategy", "dtype", "dev", "runs (pass s)", "sent/s", "real tok/s", "pad eff",
-           "compile cold / warm (s)", "first result cold / warm (s)", "peak RSS (MiB)",
-           "max |Δ|", "mean |Δ|", "argmax", "parity")
+           "model TFLOP/s (MFU)", "compile cold / warm (s)", "first result cold / warm (s)",
+           "peak RSS (MiB)", "max |Δ|", "mean |Δ|", "argmax", "parity")
+FAMILY_COLORS = {"torch": "#7f7f7f", "ort": "#2ca02c", "flax": "#1f77b4"}
 
 
 def _num(value: float | None, fmt: str) -> str:
@@ -39,9 +47,13 @@ def _runs(r: dict[str, Any]) -> str:
 
 
 def _dtype_cell(r: dict[str, Any]) -> str:
-    """'fp32', 'bf16', or 'fp32 (default prec.)' for float32 at the backend's fast precision."""
-    if r["dtype"] == "bfloat16":
-        return "bf16"
+    """'fp32', 'bf16', 'bf16 (autocast)', 'fp16 (autocast)', 'int8', or 'fp32 (default prec.)'
+    for float32 at the backend's fast precision."""
+    if r.get("quantize"):
+        return r["quantize"]
+    tag = {"bfloat16": "bf16", "float16": "fp16"}.get(r["dtype"])
+    if tag:
+        return f"{tag} (autocast)" if r["family"] == "torch" else tag
     return "fp32" if r.get("precision", "highest") == "highest" else "fp32 (default prec.)"
 
 
@@ -49,7 +61,20 @@ def _parity_cell(r: dict[str, Any]) -> str:
     p = r["parity"]
     if p.get("reference"):
         return "reference"
-    return "ok" if p["parity_ok"] else "**FAIL**"
+    if p["parity_ok"]:
+        return "ok"
+    if not p.get("agreement_ok", True):  # reported, never hidden: below its agreement floor
+        return f"**FAIL** (argmax < {100 * p['min_argmax']:g}%)"
+    return "**FAIL**"
+
+
+def _flops_cell(r: dict[str, Any]) -> str:
+    """'0.26' (model TFLOP/s) or '412 (41.7%)' with the MFU where the device's peak is known."""
+    tflops = r.get("model_tflops_per_s")
+    if tflops is None:
+        return "–"
+    cell = f"{tflops:.3g}"
+    return cell + (f" ({100 * r['mfu']:.1f}%)" if r.get("mfu") is not None else "")
 
 
 def table(record: dict[str, Any]) -> str:
@@ -64,7 +89,7 @@ def table(record: dict[str, Any]) -> str:
             name, _dtype_cell(r), str(r["n_devices"]),
             _runs(r), _num(r["sentences_per_s"], ".1f"),
             _num(r["real_tokens_per_s"], ",.0f"), _num(100 * r["padding_efficiency"], ".0f") + "%",
-            _pair(r["compile_cold_s"], r["compile_warm_s"]),
+            _flops_cell(r), _pair(r["compile_cold_s"], r["compile_warm_s"]),
             _pair(r["first_result_cold_s"], r["first_result_warm_s"]),
             _num(r["peak_rss_mb"], ",.0f") + (f" (+{r['peak_device_mb']:,.0f} dev)"
                                                 if r.get("peak_device_mb") else ""),
@@ -86,8 +111,10 @@ def _threads(record: dict[str, Any]) -> str:
     """'threads: PyTorch 2, XLA 2 (each given 2, ...)': what each side was given and ran with."""
     s = record["settings"]
     xla = s["xla_threads"] if s["xla_threads"] is not None else "?"
-    return (f"threads: PyTorch {s['torch_threads']}, XLA {xla} (each given {s['threads']}, the "
-            f"cores this process may use; XLA via {s['xla_threads_set_by']})")
+    ort = ", ONNX Runtime intra-op " + str(s["threads"]) \
+        if any(r["family"] == "ort" for r in record["strategies"]) else ""
+    return (f"threads: PyTorch {s['torch_threads']}, XLA {xla}{ort} (each given {s['threads']}, "
+            f"the cores this process may use; XLA via {s['xla_threads_set_by']})")
 
 
 def _code(record: dict[str, Any]) -> str:
@@ -138,20 +165,68 @@ def legend(record: dict[str, Any]) -> str:
         f"parity vs {record['settings']['reference']} (PyTorch fp32) on every sentence: fp32 "
         f"FAILs past max |Δlogit| {FP32_MAX_ABS:g}; bf16 FAILs past max |Δlogit| "
         f"{BF16_REL_MAX_ABS:g} x max(1, mean |reference logit|) or argmax agreement below "
-        f"{100 * BF16_MIN_ARGMAX:g}%, as does fp32 at default precision (TF32 on NVIDIA GPUs, "
-        "bf16 passes on TPUs): bf16 keeps about 3 significant digits, so its error grows with "
-        "the logits. Read |Δ| against the reference's own "
+        f"{100 * BF16_MIN_ARGMAX:g}%, as do fp16 and fp32 at default precision (TF32 on NVIDIA "
+        "GPUs, bf16 passes on TPUs): bf16 keeps about 3 significant digits, so its error grows "
+        f"with the logits; int8 FAILs past {INT8_REL_MAX_ABS:g} x max(1, mean |reference logit|)"
+        f" or argmax agreement below {100 * INT8_MIN_ARGMAX:g}% (an int8 step is 1/127 of a "
+        "whole row's or tensor's range). Read |Δ| against the reference's own "
         f"logits: {logit_scale(record)} over the corpus (a small |Δ| between near-zero logits "
         "proves little).",
+        _flops_legend(record),
     ]
+    items += _prepared_legend(record)
     items += record.get("notes", [])
     return "\n".join(f"- {item}" for item in items)
 
 
+def _flops_legend(record: dict[str, Any]) -> str:
+    """How model TFLOP/s and MFU are counted, for this run's model and corpus."""
+    f = record.get("model_flops") or {}
+    if not f:
+        return "model TFLOP/s: not computed"
+    peaks = ", ".join(key for key, _ in PEAK_TFLOPS)
+    where = f"peak of {f['accelerator']}" if f.get("accelerator") else \
+        "no accelerator: MFU is left empty on a CPU (no published peak)"
+    return (f"model TFLOP/s: model FLOPs of a pass ({f['per_pass']:.3g}, "
+            f"{f['per_real_token'] / 1e6:.3g} MFLOP a real token: 2 x "
+            f"{f['encoder_matmul_params']:,} encoder matmul weights, attention's 4·L·d per "
+            "token and layer, the head per sentence; padding not counted) over the median pass; "
+            f"MFU: that over the device's published dense peak for the row's arithmetic "
+            f"(fp32, tf32, bf16, fp16, int8; table for {peaks}); {where}.")
+
+
+def _prepared_legend(record: dict[str, Any]) -> list[str]:
+    """What the peers' one-time preparation did and took (untimed, apart from every row)."""
+    prepared = (record.get("peers") or {}).get("prepared") or {}
+    items = []
+    ort = prepared.get("onnxruntime")
+    if ort and "error" not in ort:
+        fused = ", ".join(f"{k} {v}" for k, v in ort["fused_operators"].items()) or "none"
+        variants = "; ".join(
+            f"{k.replace('_', '-')} {100 * v['argmax_agreement']:.1f}% (max |Δ| "
+            f"{v['max_abs']:.2g})" for k, v in ort["int8_variants"].items())
+        items.append(
+            f"ort-sorted's model, prepared once and untimed ({ort['prepare_s']:.1f} s): "
+            f"torch.onnx.export {ort['export_s']:.1f} s (opset {ort['opset']}), BERT fusion "
+            f"{ort['fuse_s']:.1f} s (fused: {fused}), quantize_dynamic {ort['quantize_s']:.1f} s"
+            f"; int8 weights {ort['int8_weights'].replace('_', '-')}, the better argmax "
+            f"agreement with PyTorch fp32 on the first {ort['selection_sentences']} sentences "
+            f"({variants}).")
+    flax_ort = prepared.get("flax-ort")
+    if flax_ort and "error" not in flax_ort:
+        items.append(f"flax-ort's folder, exported once and untimed: `{flax_ort['command']}`,"
+                     f" {flax_ort['export_s']:.1f} s; graphs: {', '.join(flax_ort['files'])}.")
+    for name, info in prepared.items():
+        if "error" in info:
+            items.append(f"preparing {name} FAILED: {info['error'][:300]}")
+    return items
+
+
 def markdown(record: dict[str, Any]) -> str:
     """The stdout report: header, table, legend."""
+    failing = [r["key"] for r in record["strategies"] if not r["parity_ok"]]
     verdict = "all strategies within parity tolerance" if record["parity_ok"] else \
-        "PARITY FAILURE: see the FAIL rows"
+        "PARITY FAILURE: " + ", ".join(failing)
     if record.get("failed_strategies"):
         verdict += "; FAILED to run: " + ", ".join(record["failed_strategies"])
     return "\n\n".join([f"## flaxsent bench — {verdict}", header(record), table(record),
@@ -228,8 +303,8 @@ def chart(record: dict[str, Any], path: Path) -> None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 0.5 * len(rows) + 3.5))
     names = [r["key"] for r in rows]
     speeds = [r["sentences_per_s"] for r in rows]
-    colors = ["#d62728" if not r["parity_ok"] else
-              "#7f7f7f" if r["family"] == "torch" else "#1f77b4" for r in rows]
+    colors = ["#d62728" if not r["parity_ok"] else FAMILY_COLORS.get(r["family"], "#1f77b4")
+              for r in rows]
     y = range(len(rows))
     n = record["corpus"]["n"]
     spread = [[s - n / max(r["seconds"]) for s, r in zip(speeds, rows, strict=True)],
@@ -243,7 +318,8 @@ def chart(record: dict[str, Any], path: Path) -> None:
                  va="center", fontsize=8)
     ax1.set_xlim(0, max(n / min(r["seconds"]) for r in rows) * 1.45)
     ax1.set_xlabel("sentences / s (median pass; whiskers: slowest and fastest pass)")
-    ax1.set_title("throughput (grey: PyTorch, blue: flaxsent, red: parity failure)", fontsize=9)
+    ax1.set_title("throughput (grey: PyTorch, green: ONNX Runtime, blue: flaxsent, red: parity "
+                  "failure)", fontsize=9)
 
     floor = 1e-9
     for r in rows:
@@ -253,15 +329,17 @@ def chart(record: dict[str, Any], path: Path) -> None:
         xs = [f"{b['shape'].split(' (')[0]}\n{b['shape'].split(' (')[-1][:-1]}, n={b['n']}"
               for b in per]
         ys = [max(b["max_abs"], floor) for b in per]
-        style = "--" if r["dtype"] == "bfloat16" else "-"
+        style = ":" if r.get("quantize") else "--" if r["dtype"] != "float32" else "-"
         ax2.plot(xs, ys, style, marker="o", label=r["key"],
                  color="#d62728" if not r["parity_ok"] else None)
     ax2.axhline(FP32_MAX_ABS, color="k", lw=0.8, ls=":")
     ax2.text(0, FP32_MAX_ABS, " fp32 tolerance", fontsize=7, va="bottom")
-    reduced = [r["parity"]["limit"] for r in rows if r["parity"].get("limit", 0) > FP32_MAX_ABS]
-    if reduced:
-        ax2.axhline(reduced[0], color="k", lw=0.8, ls="-.")
-        ax2.text(0, reduced[0], " bf16 tolerance", fontsize=7, va="bottom")
+    reduced = {r["parity"].get("tolerance_class", "bfloat16"): r["parity"]["limit"] for r in rows
+               if r["parity"].get("limit", 0) > FP32_MAX_ABS}
+    for kind, limit in sorted(reduced.items()):
+        ax2.axhline(limit, color="k", lw=0.8, ls="-.")
+        ax2.text(0, limit, f" {'bf16' if kind == 'bfloat16' else kind} tolerance", fontsize=7,
+                 va="bottom")
     ax2.set_yscale("log")
     ax2.set_xlabel("shape the sentences ran in (default plan)")
     ax2.set_ylabel(f"max |Δlogit| vs PyTorch fp32 (floor {floor:g})")

@@ -70,10 +70,12 @@ def time_strategy(strategy: Strategy, ctx: RunContext, texts: list[str], lengths
         plan = clf.plan
         record.update(
             engine_real_tokens=int(clf.last_run.real_tokens),
-            compiled_shapes=[list(s) for s in clf.compiled_shapes],
-            plan=[str(shape) for shape in plan.shapes()],
-            precision=runner.clf.engine.precision)
-        if strategy.name == "flax-bucketed":
+            plan=[str(shape) for shape in plan.shapes()])
+        # shapes compiled (ONNX Runtime: planned at their first run)
+        record["compiled_shapes"] = [list(s) for s in clf.compiled_shapes]
+        if strategy.jax:  # the engine's matmul precision ('highest', 'default')
+            record["precision"] = clf.engine.precision
+        if strategy.name == "flax-bucketed" and not strategy.quantize:
             record["per_shape"] = _time_per_shape(runner, texts, lengths, repeats, budget_s)
     record["description"] = describe(strategy, runner.n_devices, ctx.naive_length)
     del runner

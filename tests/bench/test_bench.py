@@ -1,5 +1,7 @@
 """The benchmark harness: end to end on the tiny config, parity failures caught, data-parallel
-runs on 8 simulated devices, and --data read as predict reads it. No timing is asserted."""
+runs on 8 simulated devices, --data read as predict reads it, the peers users would pick
+(ONNX Runtime fp32 and int8, PyTorch bf16 autocast, flaxsent int8 and its ONNX Runtime
+runtime) and model FLOPs / MFU. No timing is asserted."""
 
 from __future__ import annotations
 
@@ -13,15 +15,19 @@ import textwrap
 import numpy as np
 import pytest
 from flaxsent.bench import child as probe
-from flaxsent.bench import parity, sysinfo
+from flaxsent.bench import flops, parity, peers, report, sysinfo
 from flaxsent.bench.cli import add_bench_parser, main, run_bench
 from flaxsent.bench.harness import (
+    ACCELERATOR_SCALE,
     MODES,
     BenchOptions,
     _corpus,
+    corpus_size,
     plan_strategies,
     run_harness,
+    skipped_notes,
 )
+from flaxsent.bench.strategies import Strategy
 from flaxsent.bench.timing import shape_groups
 
 from flaxsent.core.plan import ShapePlan
@@ -77,7 +83,8 @@ def test_quick_end_to_end(tmp_path, model_cache, monkeypatch, capsys):
         <= record["reference_logit_scale"]["max_abs"]
 
     rows = {r["key"]: r for r in record["strategies"]}
-    assert set(rows) == {"torch-pipeline", "flax-bucketed", "flax-bucketed[bf16]"}
+    int8 = {"flax-bucketed[int8]"} if peers.classifier_accepts("quantize") else set()
+    assert set(rows) == {"torch-pipeline", "flax-bucketed", "flax-bucketed[bf16]"} | int8
     assert {r["real_tokens"] for r in rows.values()} == {record["corpus"]["real_tokens"]}
     for key, r in rows.items():
         for field in ("sentences_per_s", "real_tokens_per_s", "median_s", "peak_rss_mb",
@@ -89,7 +96,7 @@ def test_quick_end_to_end(tmp_path, model_cache, monkeypatch, capsys):
         # fresh processes get exactly the bench's threads (XLA's pool is seen on Linux only)
         seen = threads if r["family"] == "torch" or sys.platform == "linux" else None
         assert r["probe"]["cold"]["threads"] == seen, key
-    for key in ("flax-bucketed", "flax-bucketed[bf16]"):
+    for key in ("flax-bucketed", "flax-bucketed[bf16]", *int8):
         r = rows[key]
         assert r["compile_cold_s"] > 0 and r["compile_warm_s"] > 0
         assert r["first_result_warm_s"] > 0
@@ -97,7 +104,16 @@ def test_quick_end_to_end(tmp_path, model_cache, monkeypatch, capsys):
         groups = r["parity"]["per_shape"]
         assert groups and sum(g["n"] for g in groups) == 64
         assert {g["shape"].split()[1] for g in groups} <= set(r["plan"])
-        assert r["parity"]["max_abs"] <= (1e-4 if r["dtype"] == "float32" else 0.1)
+        assert r["parity"]["max_abs"] <= (1e-4 if r["key"] == "flax-bucketed" else 0.3)
+    for key in int8:  # JAX int8: judged by argmax agreement, reported beside |Δ|
+        assert rows[key]["parity"]["tolerance_class"] == "int8"
+        assert rows[key]["parity"]["min_argmax"] == parity.INT8_MIN_ARGMAX
+        assert "| flax-bucketed | int8 |" in stdout
+    # model FLOPs are credited per real token; a CPU has no published peak: no MFU
+    f = record["model_flops"]
+    assert f["encoder_matmul_params"] == flops.matmul_params(record["model"]["config"])
+    assert f["per_pass"] > 2 * f["encoder_matmul_params"] * record["corpus"]["real_tokens"]
+    assert all(r["model_tflops_per_s"] > 0 and r["mfu"] is None for r in rows.values())
 
     png = (out / "chart.png").read_bytes()
     assert png.startswith(PNG_MAGIC)
@@ -126,6 +142,18 @@ def test_perturbed_flax_weights_fail_parity(tmp_path, model_cache):
         assert 5e-4 < rows[key]["parity"]["max_abs"] < 2e-3
     assert rows["torch-sorted"]["parity_ok"] is True
     assert rows["flax-bucketed[bf16]"]["parity_ok"] is True  # 1e-3 is inside bf16's tolerance
+    # the default run brings the peers this host runs
+    autocast = peers.torch_autocast_dtypes("cpu", peers.cpu_flags())
+    assert ("torch-sorted[bf16]" in rows) == ("bfloat16" in autocast)
+    if "torch-sorted[bf16]" in rows:
+        assert rows["torch-sorted[bf16]"]["parity_ok"] is True  # PyTorch: not perturbed
+    if not peers.missing_modules(peers.ORT_EXTRA):
+        assert rows["ort-sorted"]["parity_ok"] is True and "ort-sorted[int8]" in rows
+    if "flax-bucketed[int8]" in rows:  # 1e-3 is inside int8's tolerance too
+        assert rows["flax-bucketed[int8]"]["parity_ok"] is True
+    if "flax-ort" in rows:  # exported from the perturbed folder: must fail like the others
+        assert rows["flax-ort"]["parity_ok"] is False
+    assert "PARITY FAILURE: " in result.markdown and "flax-bucketed" in result.markdown
     assert "**FAIL**" in (tmp_path / "results.md").read_text()
     assert (tmp_path / "chart.png").read_bytes().startswith(PNG_MAGIC)
 
@@ -202,6 +230,7 @@ def test_bench_subcommand_parser():
     (["--only", "flax-fast"], "unknown strategy flax-fast"),
     (["--devices", "99"], r"--devices 99: this host has \d+ local device"),
     (["--repeats", "0"], "--repeats 0: must be a positive integer"),
+    (["--sentences", "0"], "--sentences 0: must be a positive integer"),
 ])
 def test_cli_errors_are_one_line(argv, pattern, tmp_path, model_cache, monkeypatch, capsys):
     import re
@@ -361,3 +390,190 @@ def test_train_bench_quick(tmp_path, model_cache):
     assert len(rows["flax-padded"]["compiled_shapes"]) == 1
     for name in ("train.json", "train.md", "train.png"):
         assert (tmp_path / "t" / name).stat().st_size > 0
+
+
+# ---- the peers users would pick ---------------------------------------------------------
+
+
+def test_torch_autocast_only_where_the_hardware_has_it(tmp_path):
+    assert peers.torch_autocast_dtypes("cpu", {"avx2", "avx512f", "avx512_bf16"}) == \
+        ("bfloat16",)
+    assert peers.torch_autocast_dtypes("cpu", {"avx512f", "amx_tile", "amx_bf16"}) == \
+        ("bfloat16",)
+    assert peers.torch_autocast_dtypes("cpu", {"avx2", "avx512f", "avx512_vnni"}) == ()
+    assert peers.torch_autocast_dtypes("cpu", set()) == ()
+    assert peers.torch_autocast_dtypes("cuda", set()) == ("bfloat16", "float16")
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Fake CPU\nflags\t\t: fpu sse2 avx512f "
+                       "amx_bf16 amx_tile\n\nprocessor\t: 1\n")
+    assert peers.cpu_flags(str(cpuinfo)) == {"fpu", "sse2", "avx512f", "amx_bf16", "amx_tile"}
+    assert peers.cpu_flags(str(tmp_path / "none")) == frozenset()
+    without = peers.detect("cpu", accelerator=False, flags={"avx2"})
+    assert without.torch_autocast == () and "avx512_bf16" in without.skipped["torch-sorted[bf16]"]
+    with_amx = peers.detect("cpu", accelerator=False, flags={"amx_bf16"})
+    assert with_amx.torch_autocast == ("bfloat16",)
+    assert "torch-sorted[bf16]" not in with_amx.skipped
+
+
+def test_strategy_plans_with_peers():
+    every = peers.Peers(torch_autocast=("bfloat16",), ort=True, flax_int8=True, flax_ort=True)
+    keys = [s.key for s in plan_strategies(BenchOptions(), MODES["default"], available=every)]
+    assert keys.count("torch-sorted[bf16]") == 4 and keys.count("ort-sorted") == 4
+    assert keys.count("ort-sorted[int8]") == 4  # the same sweep as torch-sorted, best kept
+    for key in ("flax-bucketed[int8]", "flax-ort", "flax-ort[int8]", "flax-bucketed[bf16]"):
+        assert keys.count(key) == 1, key
+    sweep = [s.batch_size for s in plan_strategies(BenchOptions(), MODES["default"],
+                                                   available=every) if s.key == "ort-sorted"]
+    assert tuple(sweep) == (8, 16, 32, 64)
+    fp32 = [s.key for s in plan_strategies(BenchOptions(dtype="float32"), MODES["default"],
+                                           available=every)]
+    assert not [k for k in fp32 if "[" in k] and "ort-sorted" in fp32 and "flax-ort" in fp32
+    only = [s.key for s in plan_strategies(BenchOptions(only=["ort-sorted"]), MODES["default"],
+                                           available=every)]
+    assert set(only) == {"torch-pipeline", "ort-sorted", "ort-sorted[int8]"}
+    gpu = peers.Peers(torch_autocast=("bfloat16", "float16"))
+    keys = [s.key for s in plan_strategies(BenchOptions(), MODES["default"], True, gpu)]
+    assert keys.count("torch-sorted[fp16]") == 4 and "flax-bucketed[default-prec]" in keys
+    # what a host cannot run is said, for the rows this run would have run
+    none = peers.Peers(skipped={"ort-sorted": "onnxruntime not installed",
+                                "flax-bucketed[int8]": "no int8 engine"})
+    assert skipped_notes(BenchOptions(), none) == [
+        "ort-sorted not run here: onnxruntime not installed",
+        "flax-bucketed[int8] not run here: no int8 engine"]
+    assert skipped_notes(BenchOptions(dtype="float32", only=["ort-sorted"]), none) == [
+        "ort-sorted not run here: onnxruntime not installed"]
+    with pytest.raises(ValueError, match="int8 runs only"):
+        Strategy("flax-naive", quantize="int8")
+    with pytest.raises(ValueError, match="float16 is a PyTorch"):
+        Strategy("flax-bucketed", "float16")
+    assert Strategy("torch-sorted", "bfloat16", 8).key == "torch-sorted[bf16]"
+
+
+def _standin_flax_onnx_export(flax_folder, work):
+    """What `flaxsent export --format onnx --quantize int8` gives the onnxruntime runtime, made
+    without jax2onnx (its exporter's dependency): config, tokenizer, model.onnx (the
+    standard interface, which the runtime runs bucketed) and model_quantized.onnx."""
+    import shutil
+    dst = work / "flax-onnx"
+    dst.mkdir(parents=True)
+    for f in sorted(os.listdir(flax_folder)):
+        if f.endswith((".json", ".txt")) and f != "bench_default.json":
+            shutil.copy(os.path.join(flax_folder, f), dst / f)
+    peers.export_onnx(flax_folder, dst / "model.onnx")
+    peers.quantize_int8(dst / "model.onnx", dst / "model_quantized.onnx", per_channel=True)
+    return str(dst), {"export_s": 0.0, "prepare_s": 0.0, "command": "stand-in (test)",
+                      "files": ["model.onnx", "model_quantized.onnx"]}
+
+
+def test_onnx_runtime_peers_quick_end_to_end(tmp_path, model_cache, monkeypatch):
+    """ort-sorted fp32 matches PyTorch to 1e-4, the int8 rows report their agreement, and
+    flax-ort runs through flaxsent's onnxruntime runtime (on a stand-in export where the
+    exporter's jax2onnx is missing); each gets a fresh-process probe."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    if not peers.classifier_accepts("runtime"):
+        pytest.skip("this flaxsent has no onnxruntime runtime")
+    if peers.missing_modules(["jax2onnx"]):
+        monkeypatch.setattr(peers, "FLAX_ORT_EXTRA", peers.ORT_EXTRA)
+        monkeypatch.setattr(peers, "export_flax_onnx", _standin_flax_onnx_export)
+    result = run_harness(_quiet(out=tmp_path, model_cache=model_cache,
+                                only=["ort-sorted", "flax-ort"]))
+    record = json.loads((tmp_path / "results.json").read_text())
+    rows = {r["key"]: r for r in record["strategies"]}
+    assert set(rows) == {"torch-pipeline", "ort-sorted", "ort-sorted[int8]", "flax-ort",
+                         "flax-ort[int8]"}, record["notes"]
+    assert record["failed_strategies"] == []
+    ort = rows["ort-sorted"]
+    assert ort["family"] == "ort" and ort["threads"] == record["settings"]["threads"]
+    assert ort["parity"]["tolerance_class"] == "float32" and ort["parity"]["max_abs"] <= 1e-4
+    assert ort["parity_ok"] is True
+    assert [v["batch_size"] for v in ort["variants"]] == [8, 16, 32, 64]
+    assert ort["probe_error"] is None and ort["first_result_cold_s"] > 0
+    for key in ("ort-sorted[int8]", "flax-ort[int8]"):
+        p = rows[key]["parity"]
+        assert p["tolerance_class"] == "int8" and 0 <= p["argmax_agreement"] <= 1
+        assert rows[key]["parity_ok"] == (p["agreement_ok"] and p["max_abs"] <= p["limit"])
+    assert rows["flax-ort"]["parity"]["max_abs"] <= 1e-4 and rows["flax-ort"]["parity_ok"]
+    assert rows["flax-ort"]["compiled_shapes"] and rows["flax-ort"]["probe_error"] is None
+    prepared = record["peers"]["prepared"]["onnxruntime"]
+    assert prepared["fused_operators"].get("Attention", 0) == 2  # one per layer: BERT-fused
+    assert prepared["int8_weights"] in ("per_tensor", "per_channel")
+    chosen = prepared["int8_variants"][prepared["int8_weights"]]["argmax_agreement"]
+    assert chosen == max(v["argmax_agreement"] for v in prepared["int8_variants"].values())
+    assert min(prepared["export_s"], prepared["fuse_s"], prepared["quantize_s"]) > 0
+    md = (tmp_path / "results.md").read_text()
+    assert "| ort-sorted (b" in md and "| int8 |" in md and "prepared once and untimed" in md
+    assert result.exit_code == (0 if record["parity_ok"] else 1)
+
+
+# ---- parity of reduced precision, model FLOPs, corpus size ------------------------------
+
+
+def test_int8_is_judged_by_agreement_and_the_logits_scale():
+    n = 1000
+    ref = np.zeros((n, 2), np.float32)
+    ref[:, 0] = 4.0  # mean |logit| 2: the |Δ| limit is 0.25 x 2
+    groups, labels = np.zeros(n, int), ["all"]
+    assert parity.tolerance_for("float32", "highest", "int8") == "int8"
+    assert parity.tolerance_for("float16") == parity.tolerance_for("bfloat16") == "bfloat16"
+    assert parity.tolerance_for("float32", "default") == "bfloat16"
+    assert parity.tolerance_for("float32") == "float32"
+    close = parity.compare(ref, ref + 0.45, groups, labels, "int8")
+    assert close["limit"] == pytest.approx(0.5) and close["parity_ok"]
+    assert not parity.compare(ref, ref + 0.45, groups, labels, "bfloat16")["parity_ok"]
+    assert not parity.compare(ref, ref + 0.55, groups, labels, "int8")["parity_ok"]
+    flipped = ref.copy()
+    flipped[:14] = [0.0, 0.1]  # 98.6% agree
+    got = parity.compare(ref, flipped, groups, labels, "int8")
+    assert got["argmax_agreement"] == pytest.approx(0.986) and got["agreement_ok"]
+    flipped[:16] = [0.0, 0.1]  # 98.4%: below the floor, reported as such
+    got = parity.compare(ref, flipped, groups, labels, "int8")
+    assert not got["agreement_ok"] and not got["parity_ok"]
+    row = {"parity": got, "parity_ok": False}
+    assert report._parity_cell(row) == "**FAIL** (argmax < 98.5%)"
+
+
+def test_model_flops_of_the_tiny_config_by_hand():
+    from flaxsent.core.config import BASE, TINY  # TINY: d 32, FFN 37, 2 layers, 2 labels
+    # per layer 4 x 32^2 + 2 x 32 x 37 = 6,464 matmul weights; 2 layers: 12,928
+    assert flops.matmul_params(TINY) == 12_928 == flops.matmul_params(TINY.to_hf_dict())
+    # sentences of 5 and 10 tokens: 2 x 12,928 x 15 = 387,840 (matmuls)
+    # + 4 x 2 layers x 32 x (5^2 + 10^2) = 32,000 (attention) + 2 x 2 x (32^2 + 32 x 2) = 4,352
+    assert flops.model_flops(TINY, [5, 10]) == 424_192
+    # DistilBERT-base: about 85 MFLOP a token in its matmuls
+    assert 2 * flops.matmul_params(BASE) == 84_934_656
+    record = {"dtype": "bfloat16", "median_s": 1e-6, "precision": "default", "quantize": None}
+    flops.add_flops_figures(record, 424_192, "NVIDIA H100 80GB HBM3")
+    assert record["model_tflops_per_s"] == pytest.approx(0.424192)
+    assert record["peak_tflops"] == 989.0 and record["mfu"] == pytest.approx(0.424192 / 989)
+    fp32 = {"dtype": "float32", "median_s": 1.0, "precision": "highest", "quantize": None}
+    flops.add_flops_figures(fp32, 67e12, "NVIDIA H200")
+    assert fp32["peak_kind"] == "fp32" and fp32["mfu"] == pytest.approx(1.0)
+    assert flops.peak_tflops("NVIDIA H100 PCIe", "tf32") == 378.0
+    assert flops.peak_tflops("NVIDIA A100-SXM4-80GB", "bf16") == 312.0
+    assert flops.peak_tflops("NVIDIA L4", "fp32") == 30.3
+    assert flops.arithmetic({"dtype": "float32", "precision": "default"}) == "tf32"
+    assert flops.arithmetic({"dtype": "float32", "quantize": "int8"}) == "int8"
+    cpu = {"dtype": "float32", "median_s": 2.0, "precision": "highest", "quantize": None}
+    flops.add_flops_figures(cpu, 4e9, None)
+    assert cpu["model_tflops_per_s"] == pytest.approx(2e-3) and cpu["mfu"] is None
+    assert flops.peak_tflops("TPU v5 lite", "bf16") is None
+
+
+def test_corpus_size_grows_on_accelerators_and_follows_sentences(tmp_path):
+    default, quick = MODES["default"], MODES["quick"]
+    assert corpus_size(BenchOptions(), default) == 872
+    assert corpus_size(BenchOptions(), default, accelerator=True) == 872 * ACCELERATOR_SCALE
+    assert corpus_size(BenchOptions(quick=True), quick, accelerator=True) == 64
+    assert corpus_size(BenchOptions(sentences=5000), default, accelerator=True) == 5000
+    texts, info = _corpus(BenchOptions(sentences=100), default)
+    assert len(texts) == 100 == info["n"] and "generate_corpus(100," in info["generator"]
+    path = tmp_path / "s.txt"
+    path.write_text("".join(f"s{i}\n" for i in range(30)))
+    texts, info = _corpus(BenchOptions(data=str(path), sentences=7), default)
+    assert texts == [f"s{i}" for i in range(7)] and "--sentences" in info["note"]
+    texts, _ = _corpus(BenchOptions(data=str(path)), default, accelerator=True)
+    assert len(texts) == 30  # a file is read whole unless --sentences says otherwise
+    parser = argparse.ArgumentParser(prog="flaxsent")
+    add_bench_parser(parser.add_subparsers(dest="command"))
+    assert parser.parse_args(["bench", "--sentences", "20000"]).sentences == 20000
