@@ -25,7 +25,8 @@ OWN = {"flaxsent"}
 DISTRIBUTIONS = {"orbax": "orbax-checkpoint", "yaml": "PyYAML", "sklearn": "scikit-learn",
                  "apache_beam": "apache-beam"}
 # the modules that exist for an extra (a folder ends with /)
-EXTRA_MODULES = {"flaxsent/serve/": "serve", "flaxsent/integrations/beam.py": "beam"}
+EXTRA_MODULES = {"flaxsent/serve/": "serve", "flaxsent/integrations/beam.py": "beam",
+                 "convert/onnx_export.py": "onnx"}
 # packages an extra's requirement brings along, imported directly by its modules
 BROUGHT_BY = {"pydantic": "fastapi", "starlette": "fastapi"}
 

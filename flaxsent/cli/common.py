@@ -29,8 +29,12 @@ def top_k(value: str) -> int | None:
 
 
 def classifier_arguments(p: argparse.ArgumentParser) -> None:
-    """--dtype, --devices and --max-length (predict, eval, probe, serve)."""
+    """--dtype, --runtime, --devices and --max-length (predict, eval, probe, serve)."""
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--runtime", default="jax", choices=["jax", "onnxruntime"],
+                   help="jax (default): the Flax model, compiled; onnxruntime: the folder's "
+                        "ONNX graphs (flaxsent export --format onnx) through ONNX Runtime, "
+                        "same plan and outputs")
     p.add_argument("--devices", type=int, default=None,
                    help="use the first N local devices (default: all)")
     p.add_argument("--max-length", type=int, default=None,
@@ -40,6 +44,8 @@ def classifier_arguments(p: argparse.ArgumentParser) -> None:
 def classifier_options(args: argparse.Namespace) -> dict[str, Any]:
     """The Classifier options `--devices` and `--max-length` set (predict, eval, probe, serve)."""
     options: dict[str, Any] = {}
+    if getattr(args, "runtime", "jax") != "jax":
+        options["runtime"] = args.runtime
     if args.devices is not None:
         options["devices"] = args.devices
     if args.max_length is not None:

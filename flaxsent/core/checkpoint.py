@@ -28,6 +28,12 @@ TORCH_SAFETENSORS = "model.safetensors"
 TORCH_SAFETENSORS_INDEX = "model.safetensors.index.json"
 TORCH_BIN = "pytorch_model.bin"
 CONFIG = "config.json"
+# an ONNX export (`flaxsent export --format onnx`, flaxsent.core.onnx_engine): HF's interface,
+# the engine's packed forward, and their int8 twins
+ONNX_MODEL = "model.onnx"
+ONNX_PACKED = "model_packed.onnx"
+ONNX_QUANTIZED = "model_quantized.onnx"
+ONNX_PACKED_QUANTIZED = "model_packed_quantized.onnx"
 _HUB_PATTERNS = ["config.json", "*.safetensors", "model.safetensors.index.json",
                  "pytorch_model.bin", "vocab.txt", "tokenizer.json", "tokenizer_config.json",
                  "special_tokens_map.json"]
@@ -244,7 +250,8 @@ def _check_replaceable(dst: Path, source: Path | None) -> None:
                                   "replace it: choose another output folder")
     is_checkpoint = (dst / CONFIG).is_file() and any(
         (dst / name).is_file()
-        for name in (FLAX_WEIGHTS, TORCH_SAFETENSORS, TORCH_SAFETENSORS_INDEX, TORCH_BIN))
+        for name in (FLAX_WEIGHTS, TORCH_SAFETENSORS, TORCH_SAFETENSORS_INDEX, TORCH_BIN,
+                     ONNX_MODEL))
     if not is_checkpoint and any(dst.iterdir()):
         raise CheckpointError(f"{dst}: neither empty nor a checkpoint folder (no {CONFIG} with "
                               "weights); --force only replaces those: choose another output "

@@ -19,6 +19,7 @@ from flaxsent.core import checkpoint as ckpt
 from flaxsent.core.config import DistilBertConfig
 from flaxsent.core.engine import Engine, PmapEngine, enable_compilation_cache
 from flaxsent.core.model import DistilBertForSequenceClassification
+from flaxsent.core.onnx_engine import OnnxEngine
 from flaxsent.core.plan import (
     DEFAULT_MAX_BATCH_SIZE,
     DEFAULT_PACK_LENGTH,
@@ -34,6 +35,7 @@ log = logging.getLogger("flaxsent")
 
 FUNCTIONS = ("softmax", "sigmoid", "none")
 BACKENDS = ("mesh", "pmap")
+RUNTIMES = ("jax", "onnxruntime")
 _IN_FLIGHT = 2  # batches dispatched ahead of the one being collected
 
 
@@ -56,14 +58,22 @@ class RunStats:
 class Classifier:
     """A DistilBERT text classifier compiled once per shape of its plan and run data-parallel."""
 
-    def __init__(self, model: DistilBertForSequenceClassification, tokenizer: TextTokenizer, *,
+    def __init__(self, model: DistilBertForSequenceClassification | None,
+                 tokenizer: TextTokenizer, *,
                  max_length: int | None = None, boundaries: Sequence[int] | None = None,
                  max_batch_tokens: int | None = None,
                  max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
                  devices: int | Sequence[jax.Device] | None = None,
                  precision: str | None = None, backend: str = "mesh", window: int = 4096,
-                 pack_length: int | None = DEFAULT_PACK_LENGTH):
-        cfg = model.config
+                 pack_length: int | None = DEFAULT_PACK_LENGTH,
+                 engine: OnnxEngine | None = None):
+        """`model` runs on the JAX engine (devices, precision and backend are its options); or
+        `model=None` and an `engine` with its own device and precision (an `OnnxEngine`, as
+        `from_pretrained(..., runtime='onnxruntime')` builds), same plan and outputs. An engine
+        without a packed graph runs buckets only (pack_length is then None)."""
+        cfg = _config_of(model, engine, devices=devices, precision=precision, backend=backend)
+        if engine is not None and not engine.packs:
+            pack_length = None
         if tokenizer.vocab_size > cfg.vocab_size:  # Flax's lookup gives NaN past the table
             raise FlaxsentError(
                 f"the tokenizer has ids up to {tokenizer.vocab_size - 1} but the model's "
@@ -78,15 +88,18 @@ class Classifier:
                                 f"model's limit of {limit} tokens")
         if backend not in BACKENDS:
             raise FlaxsentError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)}")
-        if precision is None:
+        if precision is None and engine is None:
             precision = default_precision(model.embeddings.word_embeddings.dtype or jnp.float32)
         self.model = model
         self.config = cfg
         self.labels = cfg.labels
         self.tokenizer = tokenizer if tokenizer.max_length == max_length else \
             tokenizer.with_max_length(max_length)
-        engine_cls = Engine if backend == "mesh" else PmapEngine
-        self.engine = engine_cls(model, devices=devices, precision=precision)
+        if engine is None:
+            engine_cls = Engine if backend == "mesh" else PmapEngine
+            engine = engine_cls(model, devices=devices, precision=precision)
+        self.engine = engine
+        self.runtime = "jax" if model is not None else engine.runtime
         if max_batch_tokens is None:
             max_batch_tokens = batch_budget(self.engine.devices[0].platform,
                                             self.engine.n_devices)
@@ -106,23 +119,44 @@ class Classifier:
     @classmethod
     def from_pretrained(cls, path_or_hub_id: str | Path, *, dtype: str = "float32",
                         compilation_cache: bool = True, cache_dir: str | Path | None = None,
-                        **options: Any) -> Classifier:
+                        runtime: str = "jax", **options: Any) -> Classifier:
         """Load a converted Flax folder, or an HF PyTorch folder / Hub id (converted in memory).
 
         options: max_length, boundaries, max_batch_tokens, max_batch_size, devices, precision,
         backend ('mesh' or 'pmap'), window, pack_length.
+
+        runtime='onnxruntime': the folder's ONNX graphs (`flaxsent export SRC DST --format onnx`)
+        through ONNX Runtime, with the same plan (packing where the folder has
+        model_packed.onnx); there quantize='int8' picks model_quantized.onnx, threads sets ONNX
+        Runtime's intra-op threads (default: the usable cores) and providers its execution
+        providers, while dtype stays float32 and devices, precision and backend do not apply.
         """
+        if runtime not in RUNTIMES:
+            raise FlaxsentError(f"runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
         if dtype not in ("float32", "bfloat16"):
             raise FlaxsentError(f"dtype {dtype!r}: choose float32 or bfloat16")
+        if runtime == "onnxruntime":
+            return cls._from_onnx(path_or_hub_id, dtype, **options)
         if compilation_cache:
             enable_compilation_cache(cache_dir)
         folder = ckpt.resolve_source(path_or_hub_id)
         model = ckpt.load_model(folder, dtype=dtype)
-        try:
-            tokenizer = TextTokenizer.from_folder(folder)
-        except FileNotFoundError as e:
-            raise FlaxsentError(str(e)) from None
-        clf = cls(model, tokenizer, **options)
+        clf = cls(model, _tokenizer_of(folder), **options)
+        clf.source = folder
+        return clf
+
+    @classmethod
+    def _from_onnx(cls, path_or_hub_id: str | Path, dtype: str, *, quantize: str = "none",
+                   threads: int | None = None, providers: Sequence[Any] | None = None,
+                   **options: Any) -> Classifier:
+        """`from_pretrained(..., runtime='onnxruntime')`: an exported folder's graphs."""
+        if dtype != "float32":
+            raise FlaxsentError(f"dtype {dtype}: the onnxruntime runtime runs the exported "
+                                "float32 graphs (or their int8 twins: quantize='int8')")
+        folder = ckpt.resolve_source(path_or_hub_id)
+        engine = OnnxEngine.from_folder(folder, quantize=quantize, threads=threads,
+                                        providers=providers)
+        clf = cls(None, _tokenizer_of(folder), engine=engine, **options)
         clf.source = folder
         return clf
 
@@ -142,6 +176,13 @@ class Classifier:
     def compiled_shapes(self) -> list[tuple[int, int, int]]:
         """(rows, length, slots) of every shape compiled so far, in order of first use."""
         return self.engine.compiled_shapes
+
+    @property
+    def dtype(self) -> str:
+        """The name of the dtype the model computes in ('float32', 'bfloat16')."""
+        if self.model is None:
+            return self.engine.dtype
+        return jnp.dtype(self.model.embeddings.word_embeddings.dtype or jnp.float32).name
 
     def shapes(self) -> list[tuple[int, int, int]]:
         """Every shape this classifier can compile: the packed one (if on), then the buckets."""
@@ -273,6 +314,29 @@ class Classifier:
             return {"label": self.labels[i], "score": float(scores[i])}
         order = np.argsort(-scores, kind="stable")[:k]
         return [{"label": self.labels[i], "score": float(scores[i])} for i in order]
+
+
+def _config_of(model: DistilBertForSequenceClassification | None, engine: OnnxEngine | None,
+               **jax_options: Any) -> DistilBertConfig:
+    """The config of the model, or of an engine that runs without one (the options of the jax
+    runtime are then refused: the engine has its own device and precision)."""
+    if (model is None) == (engine is None):
+        raise FlaxsentError("Classifier takes a model (the jax runtime) or an engine, not "
+                            f"{'both' if model is not None else 'neither'}")
+    if engine is None:
+        return model.config
+    for name, value in jax_options.items():
+        if value is not None and (name, value) != ("backend", "mesh"):
+            raise FlaxsentError(f"{name}: an option of the jax runtime; the {engine.runtime} "
+                                "runtime runs on its own device")
+    return engine.config
+
+
+def _tokenizer_of(folder: Path) -> TextTokenizer:
+    try:
+        return TextTokenizer.from_folder(folder)
+    except FileNotFoundError as e:
+        raise FlaxsentError(str(e)) from None
 
 
 # ---- the rules and steps of every run over the engine (Classifier, serve's Batcher, aot) ---

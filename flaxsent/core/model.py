@@ -68,7 +68,9 @@ class Embeddings(nnx.Module):
     def __call__(self, input_ids: Array, position_ids: Array | None = None,
                  dropout_key: Array | None = None) -> Array:
         if position_ids is None:
-            position_ids = jnp.arange(input_ids.shape[1])[None]  # [1, L]
+            # iota, not arange(L)[None]: the same ids, and ONNX export (jax2onnx) keeps L
+            # symbolic through it
+            position_ids = jax.lax.broadcasted_iota(jnp.int32, (1, input_ids.shape[1]), 1)
         x = self.word_embeddings(input_ids)  # [B, L, D]
         x = x + self.position_embeddings(position_ids)  # [B, L, D]
         return dropout(self.layer_norm(x), self.dropout_rate, dropout_key)

@@ -38,7 +38,7 @@ def model_identity(folder: str | os.PathLike) -> dict[str, Any]:
     config = (folder / "config.json").read_bytes() if (folder / "config.json").is_file() else b""
     weights = {p.name: [p.stat().st_size, p.stat().st_mtime_ns]
                for p in sorted(folder.iterdir())
-               if p.suffix in (".safetensors", ".bin") and p.is_file()}
+               if p.suffix in (".safetensors", ".bin", ".onnx") and p.is_file()}
     return {"path": str(folder.resolve()), "config_sha256": hashlib.sha256(config).hexdigest(),
             "weights": weights}
 

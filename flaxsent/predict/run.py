@@ -151,20 +151,21 @@ def run_identity(clf: Classifier, input_path: str, *, text_column: str | None,
                  shard: Shard, csv_safe: bool | None = None) -> dict[str, Any]:
     """What an output's records depend on: the input file, the model, and every option that
     changes a record or a batch (--chunk-size does neither: it is only the write size)."""
-    import jax.numpy as jnp
-
     from flaxsent.io import run_record as fingerprint
     if clf.source is not None:
         model = fingerprint.model_identity(clf.source)
     else:  # built in memory: its config is what can be told
         config = json.dumps(clf.config.to_hf_dict(), sort_keys=True, default=str).encode()
         model = {"config_sha256": hashlib.sha256(config).hexdigest()}
-    dtype = clf.model.embeddings.word_embeddings.dtype
     return {
         "input": fingerprint.file_identity(input_path) if input_path != STDIO
         and os.path.isfile(input_path) else {"path": input_path},
         "model": model,
-        "dtype": jnp.dtype(dtype).name if dtype is not None else "float32",
+        "dtype": clf.dtype,
+        # ONNX Runtime's logits differ from JAX's in the last bits (its int8 graphs' more):
+        # recorded only then, so older records match
+        **({"runtime": clf.runtime, "graphs": clf.engine.files}
+           if getattr(clf, "runtime", "jax") != "jax" else {}),
         "max_length": clf.tokenizer.max_length, "precision": clf.engine.precision,
         "platform": clf.engine.devices[0].platform, "window": clf.window,
         "batch_shapes": " ".join("x".join(map(str, shape)) for shape in clf.shapes()),

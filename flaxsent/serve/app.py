@@ -215,7 +215,7 @@ class Service:
         shapes = self.batcher.shapes
         return {
             "model_id": self.opts.model_id, "model_sha": None,
-            "model_dtype": np.dtype(clf.model.embeddings.word_embeddings.dtype or np.float32).name,
+            "model_dtype": clf.dtype,
             "served_model_name": self.opts.model_id,
             "model_type": {"classifier": {"id2label": labels,
                                           "label2id": {v: int(k) for k, v in labels.items()}}},

@@ -359,3 +359,100 @@ def test_building_the_parser_loads_no_jax_and_no_web_framework():
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+# ---- ONNX: `export --format onnx` and `--runtime onnxruntime`
+
+def test_export_onnx_writes_the_folder_and_predict_runs_it(capsys, tiny_hf, tiny_flax, tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("jax2onnx")
+    dst = tmp_path / "onnx"
+    code, out, err = run(capsys, "export", str(tiny_hf), str(dst), "--format", "onnx")
+    assert code == 0, err
+    assert f"-> {dst} (ONNX opset 17)" in out and "graphs: model.onnx, model_packed.onnx" in out
+    src = tmp_path / "in.txt"
+    src.write_text("a fine film\nawful , boring plot\n" + "the story was great fun " * 8 + "\n")
+    scores = {}
+    for runtime, model in (("jax", tiny_flax), ("onnxruntime", dst)):
+        output = tmp_path / f"{runtime}.jsonl"
+        code, _, err = run(capsys, "predict", "--model", str(model), str(src), "-o",
+                           str(output), "--no-progress", "--runtime", runtime)
+        assert code == 0, err
+        scores[runtime] = [json.loads(line) for line in output.read_text().splitlines()]
+        record = json.loads((tmp_path / f"{runtime}.jsonl.run.json").read_text())
+        assert record.get("runtime", "jax") == runtime  # --resume never mixes the two
+        assert record.get("graphs") == (["model.onnx", "model_packed.onnx"]
+                                        if runtime == "onnxruntime" else None)
+    assert [r["label"] for r in scores["onnxruntime"]] == [r["label"] for r in scores["jax"]]
+    assert [r["score"] for r in scores["onnxruntime"]] == pytest.approx(
+        [r["score"] for r in scores["jax"]], abs=1e-5)
+
+
+@pytest.mark.parametrize("argv, pattern", [
+    (["--opset", "9"], r"--opset 9: choose an ONNX opset from 17 to \d+ \(default 17\)"),
+    (["--quantize", "int8", "--format", "torch"], "--quantize and --opset apply to --format onnx"),
+    (["--opset", "18"], "--quantize and --opset apply to --format onnx"),  # torch, the default
+])
+def test_export_option_errors_are_one_line(capsys, tiny_flax, tmp_path, argv, pattern):
+    if "9" in argv:
+        pytest.importorskip("jax2onnx")
+        argv = [*argv, "--format", "onnx"]
+    code, _, err = run(capsys, "export", str(tiny_flax), str(tmp_path / "out"), *argv)
+    assert_one_line_error(code, err, pattern)
+    assert not (tmp_path / "out").exists()
+
+
+def test_export_onnx_refusals_are_one_line(capsys, tiny_flax, tmp_path):
+    pytest.importorskip("jax2onnx")
+    code, _, err = run(capsys, "export", str(tmp_path / "nope"), str(tmp_path / "out"),
+                       "--format", "onnx")
+    assert_one_line_error(code, err, "nope: no such folder")
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "notes.txt").write_text("mine")
+    code, _, err = run(capsys, "export", str(tiny_flax), str(tmp_path / "taken"),
+                       "--format", "onnx")
+    assert_one_line_error(code, err, r"taken: already exists \(pass --force")
+    code, _, err = run(capsys, "export", str(tiny_flax), str(tmp_path / "taken"),
+                       "--format", "onnx", "--force")
+    assert_one_line_error(code, err, "neither empty nor a checkpoint folder")
+    assert (tmp_path / "taken" / "notes.txt").read_text() == "mine"
+
+
+def test_export_onnx_without_the_extra_names_it(capsys, tiny_flax, tmp_path, monkeypatch):
+    import flaxsent.convert
+    monkeypatch.delitem(sys.modules, "flaxsent.convert.onnx_export", raising=False)
+    monkeypatch.delattr(flaxsent.convert, "onnx_export", raising=False)
+    monkeypatch.setitem(sys.modules, "jax2onnx", None)
+    code, _, err = run(capsys, "export", str(tiny_flax), str(tmp_path / "out"), "--format",
+                       "onnx")
+    assert_one_line_error(code, err, r"ONNX export needs jax2onnx: pip install 'flaxsent\[onnx\]'")
+
+
+def test_the_opset_help_matches_the_exporter(capsys):
+    pytest.importorskip("jax2onnx")
+    from flaxsent.convert.onnx_export import DEFAULT_OPSET, OPSETS
+    with pytest.raises(SystemExit):
+        parse("export", "--help")
+    shown = " ".join(capsys.readouterr().out.split())
+    assert f"the ONNX opset, {OPSETS.start} to {OPSETS.stop - 1} (default {DEFAULT_OPSET})" in shown
+
+
+@pytest.mark.parametrize("command", ["predict", "eval", "probe", "serve"])
+def test_runtime_reaches_the_classifier_options(command):
+    from flaxsent.cli.common import classifier_options
+    argv = {"predict": ["predict", "-m", "M", "in.txt"], "eval": ["eval", "-m", "M", "in.tsv"],
+            "probe": ["probe", "-m", "M"], "serve": ["serve", "M"]}[command]
+    assert parse(*argv).runtime == "jax"
+    assert "runtime" not in classifier_options(parse(*argv))
+    assert classifier_options(parse(*argv, "--runtime", "onnxruntime"))["runtime"] == \
+        "onnxruntime"
+
+
+def test_runtime_onnxruntime_on_a_folder_without_onnx_is_one_line(capsys, tiny_flax, tmp_path):
+    pytest.importorskip("onnxruntime")
+    src = tmp_path / "in.txt"
+    src.write_text("good fun\n")
+    code, _, err = run(capsys, "predict", "--model", str(tiny_flax), str(src), "--runtime",
+                       "onnxruntime", "--no-progress")
+    assert_one_line_error(code, err, r"no model\.onnx \(the onnxruntime runtime runs an ONNX "
+                                     r"export: flaxsent export SRC DST --format onnx\)")
