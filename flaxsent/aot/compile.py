@@ -6,6 +6,9 @@ and the training step the model card's recipe takes most often, all compiled by 
 slice's compile-only devices. Per program: XLA's FLOPs and bytes accessed, the memory of one
 device, the padding TPU's tiled layouts add to the batch, the compile time, and a roofline
 ESTIMATE of sentences/s (see `tpu.roofline`). Only shapes and dtypes are needed, never weights.
+With `quantize='int8'` the forward programs are compiled a second time for the int8 model
+(`flaxsent.core.quantize`), reported beside the float ones, their int8 matmuls at the chip's
+int8 peak.
 """
 
 from __future__ import annotations
@@ -21,12 +24,16 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from flaxsent.aot.tpu import Topology, get_topology, roofline
 from flaxsent.core import checkpoint as ckpt
 from flaxsent.core.classifier import default_precision, length_limit
-from flaxsent.core.engine import Engine, PmapEngine
+from flaxsent.core.config import DistilBertConfig
+from flaxsent.core.engine import Engine, PmapEngine, batch_specs, forward
+from flaxsent.core.model import DistilBertForSequenceClassification
 from flaxsent.core.plan import Shape, ShapePlan, StepPlan, batch_budget
+from flaxsent.core.quantize import check_quantize, quantize_model
 from flaxsent.core.tokenizer import TextTokenizer
 from flaxsent.errors import AotError
 from flaxsent.train.recipe import Recipe
@@ -52,11 +59,15 @@ class Program:
     tiles: dict[str, dict[str, int]]  # per array group: logical and tiled (padded) bytes
     lower_s: float
     compile_s: float
+    quantize: str = "none"  # 'int8': the encoder's dense layers as int8 matmuls
+    int8_flops: float = 0.0  # of `flops`, those of int8 x int8 -> int32 matmuls
 
     def as_dict(self) -> dict[str, Any]:
         """The program as JSON-ready values."""
-        return {"kind": self.kind, "shape": list(self.shape.as_tuple()), "items": self.items,
-                "flops": self.flops, "bytes_accessed": self.bytes_accessed,
+        return {"kind": self.kind, "quantize": self.quantize,
+                "shape": list(self.shape.as_tuple()), "items": self.items,
+                "flops": self.flops, "int8_flops": self.int8_flops,
+                "bytes_accessed": self.bytes_accessed,
                 "memory": self.memory, "tiles": self.tiles, "lower_s": round(self.lower_s, 3),
                 "compile_s": round(self.compile_s, 3)}
 
@@ -77,6 +88,7 @@ class AotRun:
     programs: list[Program]
     traced: dict[str, list[tuple[int, int, int]]]  # shapes each engine traced, in order
     seconds: float
+    quantize: str = "none"  # 'int8': int8 forward programs too, beside the float ones
 
 
 def tpu_plan(max_length: int, n_devices: int) -> ShapePlan:
@@ -130,6 +142,40 @@ def _memory(compiled: jax.stages.Compiled) -> dict[str, int]:
     memory["total"] = (memory["arguments"] + memory["temporaries"] + memory["outputs"]
                        - memory["aliased"] + memory["generated_code"])
     return memory
+
+
+def int8_matmul_flops(jaxpr: Any) -> float:
+    """FLOPs (2 per multiply-add) of a jaxpr's int8 x int8 dot_generals, nested jaxprs included."""
+    total = 0.0
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general" and \
+                all(v.aval.dtype == jnp.int8 for v in eqn.invars[:2]):
+            (lhs_contracting, _), _ = eqn.params["dimension_numbers"]
+            lhs = eqn.invars[0].aval
+            total += 2.0 * math.prod(eqn.outvars[0].aval.shape) * \
+                math.prod(lhs.shape[d] for d in lhs_contracting)
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (list, tuple)) else (value,):
+                inner = getattr(sub, "jaxpr", sub)  # a ClosedJaxpr's, or a Jaxpr
+                if hasattr(inner, "eqns"):
+                    total += int8_matmul_flops(inner)
+    return total
+
+
+def forward_int8_flops(model: DistilBertForSequenceClassification, shape: Shape,
+                       rows: int) -> float:
+    """The int8 matmul FLOPs of the engines' forward for `rows` rows of `shape` (one device's
+    share: rows / devices), traced from the (abstract) model; 0 for a float model."""
+    graphdef, state = nnx.split(model)
+    traced = jax.make_jaxpr(lambda s, *batch: forward(nnx.merge(graphdef, s), *batch))(
+        state, *batch_specs(shape, rows))
+    return int8_matmul_flops(traced.jaxpr)
+
+
+def abstract_int8_model(cfg: DistilBertConfig, dtype: Any) -> DistilBertForSequenceClassification:
+    """The int8 model (`quantize_model`) with shapes and dtypes but no memory."""
+    return nnx.eval_shape(lambda: quantize_model(DistilBertForSequenceClassification(
+        cfg, dtype=dtype, param_dtype=dtype, rngs=nnx.Rngs(0))))
 
 
 def compile_program(kind: str, shape: Shape, items: float,
@@ -204,15 +250,18 @@ def _typical_step(plan: StepPlan, lengths: np.ndarray) -> Shape:
 
 
 def compile_for_topology(topology: str, model: str | None = None, dtype: str = "bfloat16", *,
-                         pmap: bool = True, train: bool = True,
+                         pmap: bool = True, train: bool = True, quantize: str = "none",
                          progress: Callable[[str], None] | None = None) -> AotRun:
     """Compile every program of the classifier (and a training step) for a named TPU slice.
 
     topology: e.g. 'v5e:2x2' (see `tpu.CHIPS`); model: a checkpoint folder or Hub id (only its
     config and tokenizer are read), default the bench's embedded full-size model.
+    quantize='int8': every forward program a second time, for the int8 model, beside the
+    `dtype` ones.
     """
     if dtype not in DTYPES:
         raise AotError(f"dtype {dtype!r}: choose {' or '.join(DTYPES)}")
+    check_quantize(quantize)
     say = progress or (lambda _: None)
     start = time.perf_counter()
     topo = get_topology(topology)
@@ -230,18 +279,30 @@ def compile_for_topology(topology: str, model: str | None = None, dtype: str = "
     lengths = corpus_lengths(tokenizer)
     corpus = CorpusBatches.of(plan, lengths, tokenizer.pad_id)
     abstract = ckpt.abstract_model(cfg, jnp.dtype(dtype), jnp.dtype(dtype))
-    engines: list[tuple[str, Engine | PmapEngine]] = [
-        ("mesh", Engine(abstract, devices=topo.devices, precision=precision))]
+    engines: list[tuple[str, str, Engine | PmapEngine]] = [
+        ("mesh", "none", Engine(abstract, devices=topo.devices, precision=precision))]
     if pmap:
-        engines.append(("pmap", PmapEngine(abstract, devices=topo.devices, precision=precision)))
+        engines.append(("pmap", "none",
+                        PmapEngine(abstract, devices=topo.devices, precision=precision)))
+    if quantize == "int8":
+        int8 = abstract_int8_model(cfg, jnp.dtype(dtype))
+        engines.append(("mesh", "int8", Engine(int8, devices=topo.devices, precision=precision)))
+        if pmap:
+            engines.append(("pmap", "int8",
+                            PmapEngine(int8, devices=topo.devices, precision=precision)))
     programs = []
     traced = {}
-    for kind, engine in engines:
+    for kind, quantized, engine in engines:
+        label = kind if quantized == "none" else f"{kind}-{quantized}"
         for shape in plan.shapes():
-            say(f"compiling {kind} {shape} for {topo.name}")
+            say(f"compiling {label} {shape} for {topo.name}")
             items = shape.rows * (corpus.texts_per_packed_row if shape.packed else 1)
-            programs.append(compile_program(kind, shape, items, engine.lower))
-        traced[kind] = engine.compiled_shapes
+            program = compile_program(kind, shape, items, engine.lower)
+            if quantized != "none":
+                program.quantize = quantized  # its int8 matmuls: one device's share
+                program.int8_flops = forward_int8_flops(int8, shape, shape.rows // n)
+            programs.append(program)
+        traced[label] = engine.compiled_shapes
     train_plan = None
     if train:
         train_plan = StepPlan.build(min(TRAIN_MAX_LENGTH, max_length), TRAIN_EXAMPLES, n)
@@ -257,21 +318,22 @@ def compile_for_topology(topology: str, model: str | None = None, dtype: str = "
                   config=cfg.to_hf_dict(), dtype=dtype, precision=precision, plan=plan,
                   classifier_plan=classifier_plan, train_plan=train_plan,
                   corpus=corpus, programs=programs, traced=traced,
-                  seconds=time.perf_counter() - start)
+                  seconds=time.perf_counter() - start, quantize=quantize)
 
 
 def estimate(run: AotRun, program: Program) -> dict[str, Any]:
     """The roofline ESTIMATE of one program on the slice: time a run, items/s for the slice."""
     line = roofline(run.topology, program.flops, program.bytes_accessed, dtype=run.dtype,
-                    precision=run.precision)
+                    precision=run.precision, int8_flops=program.int8_flops)
     return {"seconds": line.seconds, "bound": line.bound, "compute_s": line.compute_s,
             "memory_s": line.memory_s, "items_per_s": program.items / line.seconds}
 
 
-def corpus_estimate(run: AotRun) -> dict[str, Any]:
+def corpus_estimate(run: AotRun, quantize: str = "none") -> dict[str, Any]:
     """The ESTIMATE for the SST-2-like corpus as `Classifier` batches it, from the mesh
-    programs' rooflines, partial last batches included."""
-    seconds = {p.shape: estimate(run, p)["seconds"] for p in run.programs if p.kind == "mesh"}
+    programs' rooflines (the float ones, or the int8 ones), partial last batches included."""
+    seconds = {p.shape: estimate(run, p)["seconds"] for p in run.programs
+               if p.kind == "mesh" and p.quantize == quantize}
     corpus = run.corpus
     total = sum(seconds[shape] * k for shape, k in corpus.batches.items())
     n = len(corpus.lengths)

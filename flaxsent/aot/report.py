@@ -50,7 +50,7 @@ def to_json(run: AotRun) -> dict[str, Any]:
                         "seconds": round(run.seconds, 1)},
         "model": {"source": run.model, "weights": "not read (compiling needs shapes only)",
                   "config": run.config},
-        "dtype": run.dtype, "matmul_precision": run.precision,
+        "dtype": run.dtype, "quantize": run.quantize, "matmul_precision": run.precision,
         "plan": {"shapes": [list(s.as_tuple()) for s in run.plan.shapes()],
                  "max_length": run.plan.max_length,
                  "traced": {kind: [list(t) for t in shapes] for kind, shapes in run.traced.items()},
@@ -62,6 +62,8 @@ def to_json(run: AotRun) -> dict[str, Any]:
             "compiled": "the shape the recipe's 32-example steps take most on the corpus"},
         "programs": programs,
         "corpus_estimate": corpus_estimate(run),
+        **({"corpus_estimate_int8": corpus_estimate(run, "int8")} if run.quantize == "int8"
+           else {}),
     }
 
 
@@ -87,7 +89,8 @@ def _row(p: dict[str, Any], topo: dict[str, Any]) -> str:
     shape = "x".join(map(str, p["shape"]))
     hbm = m["total"] / (topo["chip_hbm_gb"] * 1e9 / topo["devices_per_chip"])
     unit = "examples" if p["kind"] == "train" else "sentences"
-    return (f"| {_KINDS[p['kind']]} | {shape} | {p['shape'][0] // topo['devices']} "
+    int8 = ", **int8**" if p.get("quantize", "none") == "int8" else ""
+    return (f"| {_KINDS[p['kind']]}{int8} | {shape} | {p['shape'][0] // topo['devices']} "
             f"| {p['flops'] / 1e9:,.1f} | {p['bytes_accessed'] / 1e9:,.2f} | {_memory(m)} "
             f"| {hbm:.1%}{'' if p['fits_hbm'] else ' (does not fit)'} "
             f"| {_padding(p['tiles']['batch'])} / {_padding(p['tiles']['weights'])} "
@@ -100,11 +103,12 @@ def markdown(report: dict[str, Any]) -> str:
     topo, built, cfg = report["topology"], report["compiled_on"], report["model"]["config"]
     plan, corpus = report["plan"], report["corpus_estimate"]
     batches = ", ".join(f"{k} x {shape}" for shape, k in corpus["batches"].items())
+    int8 = report.get("corpus_estimate_int8")
     same = "the same" if plan["same_as_classifier_default"] else \
         f"different: {plan['classifier_default_shapes']}"
     lines = [
         f"## flaxsent aot: {topo['name']} ({topo['devices']} x {topo['device_kind']}), "
-        f"{report['dtype']}",
+        f"{report['dtype']}{' and int8' if int8 else ''}",
         "",
         f"Model: {report['model']['source']} (dim {cfg['dim']}, {cfg['n_layers']} layers; "
         f"weights not read). Compiled {report['date']} by libtpu {built['versions']['libtpu']} "
@@ -123,7 +127,10 @@ def markdown(report: dict[str, Any]) -> str:
         f"**Corpus ESTIMATE:** the SST-2-like corpus ({corpus['sentences']} sentences, mean "
         f"{corpus['mean_tokens']:.1f} tokens, {corpus['texts_per_packed_row']:.2f} texts per "
         f"packed row) as the classifier batches it ({batches}): "
-        f"**{corpus['sentences_per_s']:,.0f} sentences/s per slice**.",
+        f"**{corpus['sentences_per_s']:,.0f} sentences/s per slice**."
+        + (f" int8 (the encoder's dense layers as int8 x int8 -> int32 matmuls at "
+           f"{topo['chip_int8_tops']:g} TOP/s per chip, the rest {report['dtype']}): "
+           f"**{int8['sentences_per_s']:,.0f} sentences/s per slice**." if int8 else ""),
         "",
         f"Plan: {len(plan['shapes'])} shape(s), rows a multiple of 8 per device; the "
         f"`Classifier`'s default plan on this slice is {same}.",

@@ -38,6 +38,7 @@ class Chip:
 
     name: str
     bf16_flops: float  # peak dense bf16 FLOP/s
+    int8_ops: float  # peak dense int8 OP/s (the MXU's int8 x int8 -> int32 rate)
     hbm_bytes: float  # HBM capacity
     hbm_bandwidth: float  # bytes/s
     source: str
@@ -45,14 +46,16 @@ class Chip:
 
 # Per chip, as Google Cloud's TPU pages state them (GB = 1e9 bytes, GiB = 2**30).
 CHIPS: dict[str, Chip] = {chip.name: chip for chip in (
-    # cloud.google.com/tpu/docs/v4: 275 TFLOPs (bf16), HBM2 32 GiB at 1200 GBps
-    Chip("v4", 275e12, 32 * 2**30, 1200e9, "cloud.google.com/tpu/docs/v4"),
-    # cloud.google.com/tpu/docs/v5e: 197 TFLOPs (bf16), HBM2 16 GB at 819 GBps
-    Chip("v5e", 197e12, 16e9, 819e9, "cloud.google.com/tpu/docs/v5e"),
-    # cloud.google.com/tpu/docs/v5p: 459 TFLOPs (bf16), HBM2e 95 GB at 2765 GBps
-    Chip("v5p", 459e12, 95e9, 2765e9, "cloud.google.com/tpu/docs/v5p"),
-    # cloud.google.com/tpu/docs/v6e (Trillium): 918 TFLOPs (bf16), HBM 32 GB at 1638 GBps
-    Chip("v6e", 918e12, 32e9, 1638e9, "cloud.google.com/tpu/docs/v6e"),
+    # cloud.google.com/tpu/docs/v4: 275 TFLOPs (bf16 or int8), HBM2 32 GiB at 1200 GBps
+    Chip("v4", 275e12, 275e12, 32 * 2**30, 1200e9, "cloud.google.com/tpu/docs/v4"),
+    # cloud.google.com/tpu/docs/v5e: 197 TFLOPs (bf16), 394 TOPs (int8; 100 PetaOps int8 per
+    # 256-chip pod), HBM2 16 GB at 819 GBps
+    Chip("v5e", 197e12, 394e12, 16e9, 819e9, "cloud.google.com/tpu/docs/v5e"),
+    # cloud.google.com/tpu/docs/v5p: 459 TFLOPs (bf16), 918 TOPs (int8), HBM2e 95 GB at 2765 GBps
+    Chip("v5p", 459e12, 918e12, 95e9, 2765e9, "cloud.google.com/tpu/docs/v5p"),
+    # cloud.google.com/tpu/docs/v6e (Trillium): 918 TFLOPs (bf16), 1836 TOPs (int8), HBM 32 GB
+    # at 1638 GBps
+    Chip("v6e", 918e12, 1836e12, 32e9, 1638e9, "cloud.google.com/tpu/docs/v6e"),
 )}
 EXAMPLES = "v5e:2x2, v6e:2x2, v4:2x2x1, v5p:2x2x1"
 _NAME = re.compile(r"^(?P<chip>[a-z0-9]+):(?P<dims>[0-9]+(?:x[0-9]+)+)$")
@@ -83,6 +86,11 @@ class Topology:
         return self.chip.bf16_flops / self.devices_per_chip
 
     @property
+    def device_int8_ops(self) -> float:
+        """Peak int8 OP/s of one device (a chip's share)."""
+        return self.chip.int8_ops / self.devices_per_chip
+
+    @property
     def device_hbm_bytes(self) -> float:
         """HBM of one device (a chip's share)."""
         return self.chip.hbm_bytes / self.devices_per_chip
@@ -98,6 +106,7 @@ class Topology:
                 "chips": self.chips, "devices": len(self.devices),
                 "devices_per_chip": self.devices_per_chip,
                 "chip_bf16_tflops": self.chip.bf16_flops / 1e12,
+                "chip_int8_tops": self.chip.int8_ops / 1e12,
                 "chip_hbm_gb": self.chip.hbm_bytes / 1e9,
                 "chip_hbm_bandwidth_gbps": self.chip.hbm_bandwidth / 1e9,
                 "source": self.chip.source}
@@ -176,12 +185,15 @@ class Roofline:
 
 
 def roofline(topology: Topology, flops: float, bytes_accessed: float, *,
-             dtype: str = "bfloat16", precision: str = "default") -> Roofline:
+             dtype: str = "bfloat16", precision: str = "default",
+             int8_flops: float = 0.0) -> Roofline:
     """The roofline of one device's program (XLA's per-device FLOPs and bytes accessed).
 
     float32 matmuls run as several bf16 passes (FLOAT32_PASSES), so their peak is divided by
-    that many; bf16 runs at the published peak.
+    that many; bf16 runs at the published peak. `int8_flops` of the FLOPs (int8 x int8 -> int32
+    matmuls) run at the chip's int8 peak instead.
     """
     passes = FLOAT32_PASSES[precision] if dtype == "float32" else 1
-    return Roofline(compute_s=flops * passes / topology.device_flops,
+    return Roofline(compute_s=(flops - int8_flops) * passes / topology.device_flops
+                    + int8_flops / topology.device_int8_ops,
                     memory_s=bytes_accessed / topology.device_hbm_bandwidth)

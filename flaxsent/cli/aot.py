@@ -21,6 +21,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         "(default: the bench's embedded full-size model)")
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"],
                    help="compute and parameter dtype (default bfloat16, TPU's native)")
+    p.add_argument("--quantize", default="none", choices=["none", "int8"],
+                   help="int8: compile every forward program a second time with the encoder's "
+                        "dense layers as int8 x int8 -> int32 matmuls, reported beside the "
+                        "--dtype ones (default: none)")
     p.add_argument("--out", default=None, help="folder for aot.json and aot.md")
     p.add_argument("--no-pmap", action="store_true", help="skip the pmap entry point")
     p.add_argument("--no-train", action="store_true", help="skip the training step")
@@ -32,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from flaxsent.aot.compile import compile_for_topology
     from flaxsent.aot.report import markdown, to_json, write_report
     result = compile_for_topology(args.topology, args.model, args.dtype, pmap=not args.no_pmap,
-                                  train=not args.no_train,
+                                  train=not args.no_train, quantize=args.quantize,
                                   progress=lambda line: print(line, file=sys.stderr, flush=True))
     report = to_json(result)
     print(markdown(report))

@@ -1,5 +1,6 @@
-"""What several subcommands share: `--top-k`, the Classifier's `--dtype/--devices/--max-length`,
-and an options dataclass's defaults and values from the parsed arguments.
+"""What several subcommands share: `--top-k`, the Classifier's
+`--dtype/--quantize/--devices/--max-length`, and an options dataclass's defaults and values from
+the parsed arguments.
 
 Light on purpose, like every parser module: building the parser imports no jax.
 """
@@ -29,8 +30,13 @@ def top_k(value: str) -> int | None:
 
 
 def classifier_arguments(p: argparse.ArgumentParser) -> None:
-    """--dtype, --runtime, --devices and --max-length (predict, eval, probe, serve)."""
+    """--dtype, --quantize, --runtime, --devices and --max-length (predict, eval, probe,
+    serve)."""
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--quantize", default="none", choices=["none", "int8"],
+                   help="int8: the int8 variant of the runtime; in JAX the encoder's dense "
+                        "layers run as int8 x int8 -> int32 matmuls, weights quantized per "
+                        "output channel at load, activations per token (default: none)")
     p.add_argument("--runtime", default="jax", choices=["jax", "onnxruntime"],
                    help="jax (default): the Flax model, compiled; onnxruntime: the folder's "
                         "ONNX graphs (flaxsent export --format onnx) through ONNX Runtime, "
@@ -42,8 +48,11 @@ def classifier_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def classifier_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The Classifier options `--devices` and `--max-length` set (predict, eval, probe, serve)."""
+    """The Classifier options `--quantize`, `--devices` and `--max-length` set (predict, eval,
+    probe, serve)."""
     options: dict[str, Any] = {}
+    if getattr(args, "quantize", "none") != "none":
+        options["quantize"] = args.quantize
     if getattr(args, "runtime", "jax") != "jax":
         options["runtime"] = args.runtime
     if args.devices is not None:

@@ -28,6 +28,7 @@ from flaxsent.core.plan import (
     ShapePlan,
     batch_budget,
 )
+from flaxsent.core.quantize import check_quantize, quantization_of, quantize_model
 from flaxsent.core.tokenizer import TextTokenizer
 from flaxsent.errors import FlaxsentError, NonFiniteLogitsError
 
@@ -65,14 +66,20 @@ class Classifier:
                  max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
                  devices: int | Sequence[jax.Device] | None = None,
                  precision: str | None = None, backend: str = "mesh", window: int = 4096,
-                 pack_length: int | None = DEFAULT_PACK_LENGTH,
+                 pack_length: int | None = DEFAULT_PACK_LENGTH, quantize: str = "none",
                  engine: OnnxEngine | None = None):
         """`model` runs on the JAX engine (devices, precision and backend are its options); or
         `model=None` and an `engine` with its own device and precision (an `OnnxEngine`, as
         `from_pretrained(..., runtime='onnxruntime')` builds), same plan and outputs. An engine
         without a packed graph runs buckets only (pack_length is then None)."""
         cfg = _config_of(model, engine, devices=devices, precision=precision, backend=backend)
-        if engine is not None and not engine.packs:
+        if engine is None:
+            # int8: the encoder's dense layers quantized once, here (flaxsent/core/quantize.py);
+            # the same forward and plan compile it, for the same shapes
+            model = quantize_model(model, check_quantize(quantize))
+        elif quantize not in ("none", engine.quantize):
+            raise FlaxsentError(f"quantize={quantize!r}: the engine runs {engine.files[0]}")
+        elif not engine.packs:
             pack_length = None
         if tokenizer.vocab_size > cfg.vocab_size:  # Flax's lookup gives NaN past the table
             raise FlaxsentError(
@@ -91,6 +98,8 @@ class Classifier:
         if precision is None and engine is None:
             precision = default_precision(model.embeddings.word_embeddings.dtype or jnp.float32)
         self.model = model
+        # 'int8' or 'none'
+        self.quantize = quantization_of(model) if engine is None else engine.quantize
         self.config = cfg
         self.labels = cfg.labels
         self.tokenizer = tokenizer if tokenizer.max_length == max_length else \
@@ -118,12 +127,15 @@ class Classifier:
 
     @classmethod
     def from_pretrained(cls, path_or_hub_id: str | Path, *, dtype: str = "float32",
-                        compilation_cache: bool = True, cache_dir: str | Path | None = None,
-                        runtime: str = "jax", **options: Any) -> Classifier:
+                        quantize: str = "none", compilation_cache: bool = True,
+                        cache_dir: str | Path | None = None, runtime: str = "jax",
+                        **options: Any) -> Classifier:
         """Load a converted Flax folder, or an HF PyTorch folder / Hub id (converted in memory).
 
-        options: max_length, boundaries, max_batch_tokens, max_batch_size, devices, precision,
-        backend ('mesh' or 'pmap'), window, pack_length.
+        quantize: 'none', or 'int8' (the encoder's dense layers as int8 matmuls, quantized once
+        at load: see flaxsent/core/quantize.py). options: max_length, boundaries,
+        max_batch_tokens, max_batch_size, devices, precision, backend ('mesh' or 'pmap'),
+        window, pack_length.
 
         runtime='onnxruntime': the folder's ONNX graphs (`flaxsent export SRC DST --format onnx`)
         through ONNX Runtime, with the same plan (packing where the folder has
@@ -135,13 +147,14 @@ class Classifier:
             raise FlaxsentError(f"runtime {runtime!r}: choose one of {', '.join(RUNTIMES)}")
         if dtype not in ("float32", "bfloat16"):
             raise FlaxsentError(f"dtype {dtype!r}: choose float32 or bfloat16")
+        check_quantize(quantize)  # before anything is read
         if runtime == "onnxruntime":
-            return cls._from_onnx(path_or_hub_id, dtype, **options)
+            return cls._from_onnx(path_or_hub_id, dtype, quantize=quantize, **options)
         if compilation_cache:
             enable_compilation_cache(cache_dir)
         folder = ckpt.resolve_source(path_or_hub_id)
         model = ckpt.load_model(folder, dtype=dtype)
-        clf = cls(model, _tokenizer_of(folder), **options)
+        clf = cls(model, _tokenizer_of(folder), quantize=quantize, **options)
         clf.source = folder
         return clf
 

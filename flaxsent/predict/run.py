@@ -166,6 +166,8 @@ def run_identity(clf: Classifier, input_path: str, *, text_column: str | None,
         # recorded only then, so older records match
         **({"runtime": clf.runtime, "graphs": clf.engine.files}
            if getattr(clf, "runtime", "jax") != "jax" else {}),
+        # int8 logits differ from float ones; recorded only when on, so older records match
+        **({"quantize": clf.quantize} if getattr(clf, "quantize", "none") != "none" else {}),
         "max_length": clf.tokenizer.max_length, "precision": clf.engine.precision,
         "platform": clf.engine.devices[0].platform, "window": clf.window,
         "batch_shapes": " ".join("x".join(map(str, shape)) for shape in clf.shapes()),

@@ -7,7 +7,14 @@ import types
 import jax.numpy as jnp
 import pytest
 
-from flaxsent.aot.compile import ROWS_PER_CHIP, compile_for_topology, tiled_bytes, tpu_plan
+from flaxsent.aot.compile import (
+    ROWS_PER_CHIP,
+    abstract_int8_model,
+    compile_for_topology,
+    forward_int8_flops,
+    tiled_bytes,
+    tpu_plan,
+)
 from flaxsent.aot.report import markdown, to_json, write_report
 from flaxsent.cli import main
 from flaxsent.core import checkpoint as ckpt
@@ -50,6 +57,24 @@ def test_engines_and_train_step_lower_from_an_abstract_model():
     step = TrainStep(model, Recipe(), devices=1)
     assert step.lower(shape).compile().memory_analysis().argument_size_in_bytes > 0
     assert step.compiled_shapes == [shape.as_tuple()]
+
+
+def test_the_int8_model_lowers_from_shapes_and_its_int8_matmuls_are_counted():
+    """The int8 forward (`--quantize int8`) lowers from an abstract model on this CPU, for the
+    same shape; its int8 FLOPs are exactly the encoder's dense layers' (the last block: every
+    row's keys and values, only the [CLS] rows' query, output and feed-forward)."""
+    model = abstract_int8_model(TINY, jnp.float32)
+    shape = Shape(2, 16, 2)
+    engine = Engine(model, devices=1)
+    assert engine.lower(shape).compile().cost_analysis()["flops"] > 0
+    assert engine.compiled_shapes == [shape.as_tuple()]
+    d, f, layers = TINY.dim, TINY.hidden_dim, TINY.n_layers
+    tokens, slots = shape.rows * shape.length, shape.rows * shape.slots
+    dense = 2 * (4 * d * d + 2 * d * f)  # FLOPs a row, all six layers
+    expected = (layers - 1) * tokens * dense + tokens * 2 * 2 * d * d \
+        + slots * 2 * (2 * d * d + 2 * d * f)
+    assert forward_int8_flops(model, shape, shape.rows) == expected
+    assert forward_int8_flops(ckpt.abstract_model(TINY), shape, shape.rows) == 0
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +150,25 @@ def test_report_json_and_markdown(run, tmp_path):
     assert text == (tmp_path / "aot.md").read_text()
     assert "ESTIMATE" in text and text.count("| forward, jit mesh") == 2
     assert "| train step" in text
+
+
+@pytest.mark.tpu_aot
+def test_int8_programs_beside_the_bf16_ones(tiny256, tmp_path):
+    run = compile_for_topology(TOPOLOGY, str(tiny256), quantize="int8", pmap=False, train=False)
+    shapes = run.plan.shapes()
+    float_programs = [p for p in run.programs if p.quantize == "none"]
+    int8_programs = [p for p in run.programs if p.quantize == "int8"]
+    assert [p.shape for p in float_programs] == [p.shape for p in int8_programs] == shapes
+    assert run.traced["mesh"] == run.traced["mesh-int8"] == [s.as_tuple() for s in shapes]
+    for bf16, int8 in zip(float_programs, int8_programs, strict=True):
+        assert 0 < int8.int8_flops < int8.flops and bf16.int8_flops == 0
+        assert int8.memory["arguments"] < bf16.memory["arguments"]  # int8 kernels
+    report = to_json(run)
+    assert report["quantize"] == "int8" and report["corpus_estimate_int8"]["sentences_per_s"] > 0
+    text = markdown(report)
+    assert text.count(", **int8** |") == len(shapes)
+    assert "int8 (the encoder's dense layers as int8 x int8 -> int32 matmuls at 394 TOP/s" in text
+    write_report(report, tmp_path)
 
 
 @pytest.mark.tpu_aot

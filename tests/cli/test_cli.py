@@ -361,6 +361,46 @@ def test_building_the_parser_loads_no_jax_and_no_web_framework():
     assert out.stdout.strip() == "[]"
 
 
+# ---- --quantize: the int8 variant of the runtime, on every command that builds a Classifier
+
+@pytest.mark.parametrize("command", ["predict", "eval", "probe", "serve"])
+def test_quantize_reaches_the_classifier_options(command):
+    from flaxsent.cli.common import classifier_options
+    argv = {"predict": ["predict", "-m", "M", "in.txt"], "eval": ["eval", "-m", "M", "in.tsv"],
+            "probe": ["probe", "-m", "M"], "serve": ["serve", "M"]}[command]
+    assert parse(*argv).quantize == "none"
+    assert "quantize" not in classifier_options(parse(*argv))
+    assert classifier_options(parse(*argv, "--quantize", "int8"))["quantize"] == "int8"
+
+
+def test_a_bad_quantize_value_is_refused_by_the_parser(capsys):
+    with pytest.raises(SystemExit) as stop:
+        parse("predict", "-m", "M", "in.txt", "--quantize", "int4")
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    # (Python versions differ in quoting the choices)
+    assert re.search(r"error: argument --quantize: invalid choice: 'int4' "
+                     r"\(choose from '?none'?, '?int8'?\)", err), err
+
+
+def test_predict_with_quantize_int8(capsys, tiny_flax, tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_text("a fine film\nawful , boring plot\nthe story was great fun\n")
+    labels = {}
+    for quantize in ("none", "int8"):
+        out = tmp_path / f"{quantize}.jsonl"
+        code, _, err = run(capsys, "predict", "--model", str(tiny_flax), str(src), "-o",
+                           str(out), "--no-progress", "--quantize", quantize, "--logits")
+        assert code == 0, err
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+        labels[quantize] = [r["label"] for r in rows]
+        assert len(rows) == 3
+    assert labels["int8"] == labels["none"]
+    run_record = json.loads((tmp_path / "int8.jsonl.run.json").read_text())
+    assert run_record["quantize"] == "int8"
+    assert "quantize" not in json.loads((tmp_path / "none.jsonl.run.json").read_text())
+
+
 # ---- ONNX: `export --format onnx` and `--runtime onnxruntime`
 
 def test_export_onnx_writes_the_folder_and_predict_runs_it(capsys, tiny_hf, tiny_flax, tmp_path):

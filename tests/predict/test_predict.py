@@ -370,6 +370,7 @@ def test_a_full_disk_is_one_line_and_resume_continues(tiny_flax, tmp_path):
     ("logits", "logits: False -> True"),
     ("max_length", "max_length: 64 -> 16"),
     ("dtype", "dtype: 'float32' -> 'bfloat16'"),
+    ("quantize", "quantize: None -> 'int8'"),
     ("text_column", "text_column: None -> 'id'"),
     ("input_format", "input_format: None -> 'jsonl'"),
     ("on_error", "on_error: 'fail' -> 'skip'"),
@@ -396,8 +397,9 @@ def test_resume_refuses_to_continue_another_run(tiny_flax, tmp_path, change, wha
     elif change == "weights":  # the weights replaced in place
         weights = next(model.glob("*.safetensors"))
         os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
-    elif change in ("max_length", "dtype", "window"):
-        load[change] = {"max_length": 16, "dtype": "bfloat16", "window": 8}[change]
+    elif change in ("max_length", "dtype", "quantize", "window"):
+        load[change] = {"max_length": 16, "dtype": "bfloat16", "quantize": "int8",
+                        "window": 8}[change]
     else:
         options = {"top_k": {"top_k": None}, "logits": {"logits": True},
                    "text_column": {"text_column": "id"}, "input_format": {"input_fmt": "jsonl"},
