@@ -189,7 +189,7 @@ def plan_strategies(opts: BenchOptions, mode: Mode, accelerator: bool = False,
     if low:
         every = mode.bf16_all or opts.dtype == "bfloat16"
         out += [Strategy(n, "bfloat16") for n in flax if every or n == "flax-bucketed"]
-    if int8 and avail.flax_int8 and "flax-bucketed" in flax:
+    if int8 and "flax-bucketed" in flax:
         out.append(Strategy("flax-bucketed", quantize="int8"))
     if avail.flax_ort and wanted(FLAX_ORT):
         out += [Strategy(FLAX_ORT)] if fp32 else []

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib.util
-import inspect
 import logging
 import os
 import subprocess
@@ -70,14 +69,6 @@ def missing_modules(names: Sequence[str]) -> list[str]:
     return [n for n in names if importlib.util.find_spec(n) is None]
 
 
-def classifier_accepts(option: str) -> bool:
-    """Whether this flaxsent's `Classifier.from_pretrained` takes `option` (the int8 and
-    ONNX Runtime APIs are newer than the bench)."""
-    from flaxsent.core.classifier import Classifier
-    return any(option in inspect.signature(fn).parameters
-               for fn in (Classifier.from_pretrained, Classifier.__init__))
-
-
 @dataclasses.dataclass(frozen=True)
 class Peers:
     """Which optional rows this host runs; `skipped` says why each other one does not."""
@@ -85,7 +76,6 @@ class Peers:
     torch_autocast: tuple[str, ...] = ()  # dtypes of the torch-sorted[bf16] / [fp16] rows
     ort: bool = False  # ort-sorted and ort-sorted[int8]
     ort_provider: str = "CPUExecutionProvider"
-    flax_int8: bool = False  # flax-bucketed[int8]
     flax_ort: bool = False  # flax-ort and flax-ort[int8]
     skipped: dict[str, str] = dataclasses.field(default_factory=dict)  # row -> why not
 
@@ -118,23 +108,16 @@ def detect(torch_device: str, accelerator: bool, flags: Iterable[str] | None = N
             ort = False
             skipped["ort-sorted"] = ("onnxruntime has no provider for this accelerator: a CPU "
                                      "row beside accelerator rows would say nothing")
-    flax_int8 = classifier_accepts("quantize")
-    if not flax_int8:
-        skipped["flax-bucketed[int8]"] = "this flaxsent has no int8 engine (quantize='int8')"
     flax_missing = missing_modules(FLAX_ORT_EXTRA)
     flax_ort = False
-    if not classifier_accepts("runtime") or \
-            importlib.util.find_spec("flaxsent.convert.onnx_export") is None:
-        skipped[FLAX_ORT] = ("this flaxsent has no ONNX Runtime runtime "
-                             "(runtime='onnxruntime') or ONNX exporter yet")
-    elif flax_missing:
+    if flax_missing:
         skipped[FLAX_ORT] = (f"{', '.join(flax_missing)} not installed (flaxsent's onnx extra:"
                              " pip install -e '.[onnx]')")
     elif accelerator:
         skipped[FLAX_ORT] = "flaxsent's ONNX Runtime runtime is measured on CPU hosts only"
     else:
         flax_ort = True
-    return Peers(torch_autocast=autocast, ort=ort, ort_provider=provider, flax_int8=flax_int8,
+    return Peers(torch_autocast=autocast, ort=ort, ort_provider=provider,
                  flax_ort=flax_ort, skipped=skipped)
 
 

@@ -83,8 +83,8 @@ def test_quick_end_to_end(tmp_path, model_cache, monkeypatch, capsys):
         <= record["reference_logit_scale"]["max_abs"]
 
     rows = {r["key"]: r for r in record["strategies"]}
-    int8 = {"flax-bucketed[int8]"} if peers.classifier_accepts("quantize") else set()
-    assert set(rows) == {"torch-pipeline", "flax-bucketed", "flax-bucketed[bf16]"} | int8
+    int8 = ("flax-bucketed[int8]",)
+    assert set(rows) == {"torch-pipeline", "flax-bucketed", "flax-bucketed[bf16]", *int8}
     assert {r["real_tokens"] for r in rows.values()} == {record["corpus"]["real_tokens"]}
     for key, r in rows.items():
         for field in ("sentences_per_s", "real_tokens_per_s", "median_s", "peak_rss_mb",
@@ -416,7 +416,7 @@ def test_torch_autocast_only_where_the_hardware_has_it(tmp_path):
 
 
 def test_strategy_plans_with_peers():
-    every = peers.Peers(torch_autocast=("bfloat16",), ort=True, flax_int8=True, flax_ort=True)
+    every = peers.Peers(torch_autocast=("bfloat16",), ort=True, flax_ort=True)
     keys = [s.key for s in plan_strategies(BenchOptions(), MODES["default"], available=every)]
     assert keys.count("torch-sorted[bf16]") == 4 and keys.count("ort-sorted") == 4
     assert keys.count("ort-sorted[int8]") == 4  # the same sweep as torch-sorted, best kept
@@ -471,8 +471,6 @@ def test_onnx_runtime_peers_quick_end_to_end(tmp_path, model_cache, monkeypatch)
     exporter's jax2onnx is missing); each gets a fresh-process probe."""
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
-    if not peers.classifier_accepts("runtime"):
-        pytest.skip("this flaxsent has no onnxruntime runtime")
     if peers.missing_modules(["jax2onnx"]):
         monkeypatch.setattr(peers, "FLAX_ORT_EXTRA", peers.ORT_EXTRA)
         monkeypatch.setattr(peers, "export_flax_onnx", _standin_flax_onnx_export)
