@@ -61,6 +61,8 @@ def _parity_cell(r: dict[str, Any]) -> str:
     p = r["parity"]
     if p.get("reference"):
         return "reference"
+    if p["parity_ok"] and not p.get("agreement_ok", True):  # random weights: reported only
+        return f"ok (argmax < {100 * p['min_argmax']:g}%: random weights)"
     if p["parity_ok"]:
         return "ok"
     if not p.get("agreement_ok", True):  # reported, never hidden: below its agreement floor
@@ -169,7 +171,8 @@ def legend(record: dict[str, Any]) -> str:
         "GPUs, bf16 passes on TPUs): bf16 keeps about 3 significant digits, so its error grows "
         f"with the logits; int8 FAILs past {INT8_REL_MAX_ABS:g} x max(1, mean |reference logit|)"
         f" or argmax agreement below {100 * INT8_MIN_ARGMAX:g}% (an int8 step is 1/127 of a "
-        "whole row's or tensor's range). Read |Δ| against the reference's own "
+        "whole row's or tensor's range; on random weights the agreement is reported, not "
+        "failed). Read |Δ| against the reference's own "
         f"logits: {logit_scale(record)} over the corpus (a small |Δ| between near-zero logits "
         "proves little).",
         _flops_legend(record),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -37,11 +37,15 @@ ONNX_PACKED_QUANTIZED = "model_packed_quantized.onnx"
 _HUB_PATTERNS = ["config.json", "*.safetensors", "model.safetensors.index.json",
                  "pytorch_model.bin", "vocab.txt", "tokenizer.json", "tokenizer_config.json",
                  "special_tokens_map.json"]
+# what the onnxruntime runtime fetches besides: the graphs, at the top or in Optimum's and
+# Transformers.js's onnx/ subfolder
+ONNX_HUB_PATTERNS = ["*.onnx", "onnx/*.onnx"]
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
-def resolve_source(src: str | os.PathLike) -> Path:
-    """A local checkpoint folder, downloading a Hub id first when `src` is not a local path."""
+def resolve_source(src: str | os.PathLike, extra_patterns: Sequence[str] = ()) -> Path:
+    """A local checkpoint folder, downloading a Hub id first when `src` is not a local path
+    (its config, weights and tokenizer files, and the files `extra_patterns` match)."""
     path = Path(src).expanduser()
     if path.is_dir():
         return path
@@ -52,7 +56,7 @@ def resolve_source(src: str | os.PathLike) -> Path:
         raise CheckpointError(f"{src}: no such folder")
     try:
         from huggingface_hub import snapshot_download
-        return Path(snapshot_download(text, allow_patterns=_HUB_PATTERNS))
+        return Path(snapshot_download(text, allow_patterns=[*_HUB_PATTERNS, *extra_patterns]))
     except Exception as e:  # noqa: BLE001 - the hub raises many kinds; all mean "not reachable"
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(

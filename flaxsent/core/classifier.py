@@ -22,11 +22,11 @@ from flaxsent.core.model import DistilBertForSequenceClassification
 from flaxsent.core.onnx_engine import OnnxEngine
 from flaxsent.core.plan import (
     DEFAULT_MAX_BATCH_SIZE,
-    DEFAULT_PACK_LENGTH,
     Batch,
     OrderedCollector,
     ShapePlan,
     batch_budget,
+    default_pack_length,
 )
 from flaxsent.core.quantize import check_quantize, quantization_of, quantize_model
 from flaxsent.core.tokenizer import TextTokenizer
@@ -66,12 +66,14 @@ class Classifier:
                  max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
                  devices: int | Sequence[jax.Device] | None = None,
                  precision: str | None = None, backend: str = "mesh", window: int = 4096,
-                 pack_length: int | None = DEFAULT_PACK_LENGTH, quantize: str = "none",
+                 pack_length: int | None | str = "auto", quantize: str = "none",
                  engine: OnnxEngine | None = None):
         """`model` runs on the JAX engine (devices, precision and backend are its options); or
         `model=None` and an `engine` with its own device and precision (an `OnnxEngine`, as
         `from_pretrained(..., runtime='onnxruntime')` builds), same plan and outputs. An engine
-        without a packed graph runs buckets only (pack_length is then None)."""
+        without a packed graph runs buckets only (pack_length is then None). pack_length:
+        tokens a packed row holds, None for buckets only, 'auto' the default for the platform
+        and quantization (`plan.default_pack_length`)."""
         cfg = _config_of(model, engine, devices=devices, precision=precision, backend=backend)
         if engine is None:
             # int8: the encoder's dense layers quantized once, here (flaxsent/core/quantize.py);
@@ -109,9 +111,11 @@ class Classifier:
             engine = engine_cls(model, devices=devices, precision=precision)
         self.engine = engine
         self.runtime = "jax" if model is not None else engine.runtime
+        platform = self.engine.devices[0].platform
         if max_batch_tokens is None:
-            max_batch_tokens = batch_budget(self.engine.devices[0].platform,
-                                            self.engine.n_devices)
+            max_batch_tokens = batch_budget(platform, self.engine.n_devices)
+        if pack_length == "auto":
+            pack_length = default_pack_length(platform, self.quantize)
         if isinstance(window, bool) or not isinstance(window, int) or window < 1:
             raise FlaxsentError(f"window={window!r}: must be a positive number of texts")
         try:
@@ -166,7 +170,7 @@ class Classifier:
         if dtype != "float32":
             raise FlaxsentError(f"dtype {dtype}: the onnxruntime runtime runs the exported "
                                 "float32 graphs (or their int8 twins: quantize='int8')")
-        folder = ckpt.resolve_source(path_or_hub_id)
+        folder = ckpt.resolve_source(path_or_hub_id, extra_patterns=ckpt.ONNX_HUB_PATTERNS)
         engine = OnnxEngine.from_folder(folder, quantize=quantize, threads=threads,
                                         providers=providers)
         clf = cls(None, _tokenizer_of(folder), engine=engine, **options)

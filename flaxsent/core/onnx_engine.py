@@ -181,7 +181,8 @@ class OnnxEngine:
                     threads: int | None = None,
                     providers: Sequence[Any] | None = None) -> OnnxEngine:
         """The engine of an exported folder: its config.json, `model.onnx` and, when present,
-        `model_packed.onnx` (`quantize='int8'`: `model_quantized.onnx` and its packed twin)."""
+        `model_packed.onnx` (`quantize='int8'`: `model_quantized.onnx` and its packed twin);
+        the graphs may lie in an `onnx/` subfolder instead, as Optimum's exports put them."""
         quantize = "none" if quantize is None else quantize
         if quantize not in GRAPH_FILES:
             raise FlaxsentError(f"quantize={quantize!r}: choose one of "
@@ -189,12 +190,15 @@ class OnnxEngine:
         folder = Path(folder)
         config = ckpt.read_config(folder)
         standard_name, packed_name = GRAPH_FILES[quantize]
-        standard = folder / standard_name
+        graphs = folder
+        if not (folder / standard_name).is_file() and (folder / "onnx" / standard_name).is_file():
+            graphs = folder / "onnx"  # Optimum's and Transformers.js's layout
+        standard = graphs / standard_name
         if not standard.is_file():
             how = " --quantize int8" if quantize != "none" else ""
             raise CheckpointError(f"{folder}: no {standard_name} (the onnxruntime runtime runs "
                                   f"an ONNX export: flaxsent export SRC DST --format onnx{how})")
-        packed = folder / packed_name
+        packed = graphs / packed_name
         return cls(config, standard, packed if packed.is_file() else None, quantize=quantize,
                    threads=threads, providers=providers)
 

@@ -103,7 +103,9 @@ def test_quick_end_to_end(tmp_path, model_cache, monkeypatch, capsys):
         assert r["compiled_shapes"] and not r["compiled_during_timing"]
         groups = r["parity"]["per_shape"]
         assert groups and sum(g["n"] for g in groups) == 64
-        assert {g["shape"].split()[1] for g in groups} <= set(r["plan"])
+        # every row's parity is grouped by the default (fp32) plan's shapes; int8 on a CPU
+        # packs shorter rows of its own
+        assert {g["shape"].split()[1] for g in groups} <= set(rows["flax-bucketed"]["plan"])
         assert r["parity"]["max_abs"] <= (1e-4 if r["key"] == "flax-bucketed" else 0.3)
     for key in int8:  # JAX int8: judged by argmax agreement, reported beside |Δ|
         assert rows[key]["parity"]["tolerance_class"] == "int8"
@@ -321,6 +323,31 @@ def test_parity_tolerances_and_shapes():
     nan = ref.copy()
     nan[1, 0] = np.nan
     assert not parity.compare(ref, nan, groups, labels, "bfloat16")["parity_ok"]
+
+
+def test_int8_agreement_fails_real_weights_and_is_only_reported_on_random_ones():
+    ref = np.zeros((4, 2), np.float32)
+    ref[:, 0] = 1.0
+    groups, labels = np.zeros(4, int), ["all"]
+    flipped = ref.copy()
+    flipped[0] = [0.9, 1.0]  # one argmax flip of four, max |Δ| 1.0 > 0.25 x max(1, 0.5)
+    real = parity.compare(ref, flipped, groups, labels, "int8")
+    assert not real["parity_ok"] and not real["agreement_ok"] and real["agreement_judged"]
+    big = 10 * ref  # mean |logit| 5: the int8 bound is 1.25
+    near_flip = big.copy()
+    near_flip[0] = [5.0, 5.5]  # flips, |Δ| 5.5: past the bound, a broken path on any weights
+    assert not parity.compare(big, near_flip, groups, labels, "int8",
+                              random_weights=True)["parity_ok"]
+    close = 10 * np.array([[1.0, 0.99], [1.0, 0.0], [1.0, 0.0], [1.0, 0.0]], np.float32)
+    close_flip = close.copy()
+    close_flip[0] = [9.9, 10.0]  # a near tie flips; |Δ| 0.1
+    random = parity.compare(close, close_flip, groups, labels, "int8", random_weights=True)
+    assert random["parity_ok"] and not random["agreement_ok"]
+    assert not random["agreement_judged"]
+    assert not parity.compare(close, close_flip, groups, labels, "int8")["parity_ok"]
+    # bf16's floor holds on random weights too: only int8's scales follow trained ranges
+    assert not parity.compare(close, close_flip, groups, labels, "bfloat16",
+                              random_weights=True)["parity_ok"]
 
 
 # ---- --data ---------------------------------------------------------------------------

@@ -81,6 +81,36 @@ def test_a_standard_only_graph_runs_bucketed_one_text_a_row(tiny_flax, standard_
     assert {shape[2] for shape in ort_clf.compiled_shapes} == {1}
 
 
+def test_graphs_in_an_onnx_subfolder_load_as_optimum_lays_them_out(standard_only, tmp_path):
+    dst = tmp_path / "optimum"
+    shutil.copytree(standard_only, dst)
+    (dst / "onnx").mkdir()
+    for name in ("model.onnx", "model_quantized.onnx"):
+        (dst / name).rename(dst / "onnx" / name)
+    assert not list(dst.glob("*.onnx"))
+    texts = random_texts(20, seed=4)
+    for quantize in ("none", "int8"):
+        top = Classifier.from_pretrained(standard_only, runtime="onnxruntime",
+                                         quantize=quantize, **OPTIONS)
+        sub = Classifier.from_pretrained(dst, runtime="onnxruntime", quantize=quantize,
+                                         **OPTIONS)
+        assert np.array_equal(sub.logits(texts), top.logits(texts))
+
+
+def test_a_hub_id_fetches_the_onnx_graphs_too(standard_only, tmp_path, monkeypatch):
+    import huggingface_hub
+    asked = []
+
+    def snapshot_download(repo_id, allow_patterns):
+        asked.extend(allow_patterns)
+        return str(standard_only)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    clf = Classifier.from_pretrained("someone/sst2-onnx", runtime="onnxruntime", **OPTIONS)
+    assert clf.source == standard_only
+    assert {"*.onnx", "onnx/*.onnx", "config.json", "vocab.txt"} <= set(asked)
+
+
 def test_warmup_runs_every_shape_once_and_new_inputs_add_none(onnx_folder):
     clf = Classifier.from_pretrained(onnx_folder, runtime="onnxruntime", pack_length=16,
                                      **OPTIONS)

@@ -1,5 +1,6 @@
 """int8: the quantized weights round-trip, int8 logits agree with fp32, the plan's compiled shapes
-are unchanged, a non-finite logit is still caught, and bad values of quantize are one line."""
+are unchanged at the same pack length (on a CPU int8 packs rows of 64 by default), a non-finite
+logit is still caught, and bad values of quantize are one line."""
 
 import jax
 import jax.numpy as jnp
@@ -9,6 +10,7 @@ from flax import nnx
 
 from flaxsent import Classifier
 from flaxsent.core import checkpoint as ckpt
+from flaxsent.core.plan import DEFAULT_PACK_LENGTH, INT8_CPU_PACK_LENGTH, default_pack_length
 from flaxsent.core.quantize import (
     Int8Linear,
     is_quantized,
@@ -17,7 +19,7 @@ from flaxsent.core.quantize import (
     quantize_rows,
 )
 from flaxsent.errors import FlaxsentError, NonFiniteLogitsError
-from tests.helpers import WORDS, poisoned
+from tests.helpers import WORDS, build_hf_checkpoint, poisoned
 
 DENSE = ("attention/q_lin", "attention/k_lin", "attention/v_lin", "attention/out_lin",
          "ffn/lin1", "ffn/lin2")
@@ -32,7 +34,8 @@ def _random_texts(n, seed=0, max_words=40):
 def pair(tiny_flax, tmp_path_factory):
     """The tiny checkpoint as an fp32 and an int8 Classifier, on the same small plan."""
     cache = tmp_path_factory.mktemp("cache")
-    options = dict(cache_dir=cache, max_batch_tokens=256, max_batch_size=8)
+    options = dict(cache_dir=cache, max_batch_tokens=256, max_batch_size=8,
+                   pack_length=DEFAULT_PACK_LENGTH)
     return (Classifier.from_pretrained(tiny_flax, **options),
             Classifier.from_pretrained(tiny_flax, quantize="int8", **options))
 
@@ -159,6 +162,23 @@ def test_the_plan_and_its_compiled_shapes_are_unchanged(pair):
     assert int8.engine.n_compilations == len(int8.shapes())
     int8.logits(_random_texts(30, seed=4) + ["long " * 60])  # new texts, seen shapes
     assert int8.engine.n_compilations == len(int8.shapes())
+
+
+def test_int8_on_a_cpu_packs_shorter_rows_unless_told_otherwise(tmp_path):
+    folder = tmp_path / "long"  # room for rows of 128: the tiny config stops at 64 positions
+    build_hf_checkpoint(folder, max_position_embeddings=256)
+    options = dict(cache_dir=tmp_path, max_batch_tokens=256, max_batch_size=8)
+    fp32 = Classifier.from_pretrained(folder, **options)
+    int8 = Classifier.from_pretrained(folder, quantize="int8", **options)
+    assert fp32.plan.pack.length == DEFAULT_PACK_LENGTH == 128
+    assert int8.plan.pack.length == INT8_CPU_PACK_LENGTH == 64
+    told = Classifier.from_pretrained(folder, quantize="int8", pack_length=128, **options)
+    assert told.plan.pack.length == 128
+    assert Classifier.from_pretrained(folder, quantize="int8", pack_length=None,
+                                      **options).plan.pack is None
+    # accelerators keep long rows: their matrix units want them, and attention is cheap there
+    assert default_pack_length("gpu", "int8") == default_pack_length("tpu", "int8") == 128
+    assert default_pack_length("cpu", "none") == 128
 
 
 def test_a_nan_logit_is_still_caught(tiny_flax):
