@@ -11,20 +11,19 @@ import contextlib
 import itertools
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, Protocol, TypeVar
 
+import numpy as np
 from fastapi import Body, FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, StrictBool, StrictInt, StrictStr, ValidationError
 from tokenizers import Encoding
 
+from flaxsent.core.classifier import Classifier
 from flaxsent.io.records import score_first
 from flaxsent.serve.http import ApiError
 from flaxsent.serve.metrics import ServeMetrics
-
-if TYPE_CHECKING:
-    from flaxsent.serve.app import Service
 
 TokenId = Annotated[StrictInt, Field(ge=0, le=2 ** 32 - 1)]  # TEI's u32
 M = TypeVar("M", bound=BaseModel)
@@ -59,6 +58,18 @@ class ErrorResponse(BaseModel):
     error: str
     error_type: Literal["Unhealthy", "Backend", "Overloaded", "Validation", "Tokenizer", "Empty",
                         "Unauthorized"]
+
+
+class ServiceView(Protocol):
+    """What TEI's routes use of the server's service (`app.Service`)."""
+
+    clf: Classifier
+    metrics: ServeMetrics
+
+    def check_count(self, n: int, field: str) -> None: ...
+
+    async def infer(self, texts: list[str], truncation: bool, name: Callable[[int], str],
+                    started: float) -> tuple[np.ndarray, dict[str, str]]: ...
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -130,7 +141,7 @@ def _tokens(encoding: Encoding, text: str) -> list[dict[str, Any]]:
     """TEI's SimpleToken list: a special token's text is itself, with no offsets; another's is
     its span of the input, with offsets in UTF-8 bytes (TEI's, from Rust)."""
     to_bytes = None if text.isascii() else [0, *itertools.accumulate(
-        len(char.encode("utf-8", "surrogatepass")) for char in text)]
+        len(char.encode()) for char in text)]
     tokens = []
     for id_, token, (start, stop), special in zip(
             encoding.ids, encoding.tokens, encoding.offsets, encoding.special_tokens_mask,
@@ -145,7 +156,7 @@ def _tokens(encoding: Encoding, text: str) -> list[dict[str, Any]]:
     return tokens
 
 
-def add_routes(app: FastAPI, service: Service, card: Callable[[Any], Awaitable[Response]],
+def add_routes(app: FastAPI, service: ServiceView, card: Callable[[Any], Awaitable[Response]],
                card_body: type[BaseModel]) -> None:
     """TEI's routes on app; POST / hands a body with `input_data` to card(card_body(...))."""
     clf = service.clf
@@ -190,8 +201,9 @@ def add_routes(app: FastAPI, service: Service, card: Callable[[Any], Awaitable[R
             try:
                 encodings = await asyncio.to_thread(clf.tokenizer.encodings, texts,
                                                     body.add_special_tokens)
-            except Exception as e:  # the tokenizers library's own errors
-                raise ApiError("tokenizer", f"inputs: {e}") from None
+            except TypeError as e:  # what the tokenizers library says of a lone surrogate
+                raise ApiError("tokenizer", f"inputs: a text the tokenizer cannot read ({e})"
+                               ) from None
         return JSONResponse([_tokens(encoding, text)
                              for encoding, text in zip(encodings, texts, strict=True)])
 
@@ -202,8 +214,6 @@ def add_routes(app: FastAPI, service: Service, card: Callable[[Any], Awaitable[R
         batch = [body.ids] if single else body.ids
         with failures_counted(service.metrics):
             service.check_count(len(batch), "ids")
-            try:
-                texts = [clf.tokenizer.decode(ids, body.skip_special_tokens) for ids in batch]
-            except Exception as e:  # an id past the vocabulary
-                raise ApiError("tokenizer", f"ids: {e}") from None
-        return JSONResponse(texts)
+        # as in TEI (the same library), ids past the vocabulary are skipped
+        return JSONResponse([clf.tokenizer.decode(ids, body.skip_special_tokens)
+                             for ids in batch])

@@ -9,10 +9,12 @@ import re
 import httpx
 import jsonschema
 import pytest
+from fastapi.testclient import TestClient
 from huggingface_hub import InferenceClient, constants
 from prometheus_client.parser import text_string_to_metric_families
 
 from flaxsent import Classifier
+from flaxsent.serve.app import ServeOptions, create_app
 from flaxsent.serve.http import ApiError
 from flaxsent.serve.tei import predict_inputs
 from tests.helpers import FIXTURES, serving
@@ -231,6 +233,13 @@ def test_tokenize_gives_teis_tokens_with_byte_offsets(client, ref):
     assert [t["id"] for t in r.json()[0]] == ids[0][1:-1]
 
 
+def test_a_text_the_tokenizer_cannot_read_is_422(client):
+    r = client.post("/tokenize", content=b'{"inputs": "a\\ud800"}',  # a lone surrogate
+                    headers={"Content-Type": "application/json"})
+    assert r.status_code == 422
+    conforms(r.json(), "ErrorResponse")
+
+
 def test_decode_gives_what_the_checkpoints_rust_tokenizer_gives(client, ref, tiny_hf):
     """TEI decodes with the tokenizers library and the checkpoint's tokenizer.json, as
     transformers builds it (WordPiece pieces joined, spaces before punctuation cleaned)."""
@@ -286,3 +295,19 @@ def test_teis_metrics_are_exported_after_requests(server, client):
     assert re.search(r'^te_request_count\{method="batch"\} \d', text, re.M)
     assert "te_request_count_total" not in text
     assert delta("flaxsent_inputs_total") == 3  # flaxsent's own metrics stay
+
+
+def test_a_request_refused_as_overloaded_counts_as_teis_overloaded_failure(tiny_flax, tmp_path):
+    clf = Classifier.from_pretrained(tiny_flax, cache_dir=tmp_path, max_batch_tokens=256)
+    with TestClient(create_app(clf, ServeOptions(max_concurrent_requests=1))) as c:
+        service = c.app.state.service
+        assert service.batcher.wait_ready(60)
+        service.in_flight = 1  # one request being served: the limit
+        r = c.post("/", json={"inputs": "a"})
+        assert r.status_code == 429
+        conforms(r.json(), "ErrorResponse")
+        service.in_flight = 0
+        samples = {(s.name, tuple(s.labels.items())): s.value for family in
+                   text_string_to_metric_families(c.get("/metrics").text)
+                   for s in family.samples}
+    assert samples[("te_request_failure", (("err", "overloaded"),))] == 1
