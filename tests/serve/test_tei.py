@@ -270,6 +270,7 @@ def test_teis_metrics_are_exported_after_requests(server, client):
     _, before = _scrape(server.url)
     assert client.post("/predict", json={"inputs": "fine"}).status_code == 200
     assert client.post("/", json={"inputs": [["a"], ["b"]]}).status_code == 200
+    assert client.post("/score", json={"input_data": ["c"]}).status_code == 200  # counts too
     assert client.post("/predict", json={"inputs": [["a"]] * 5}).status_code == 422
     assert client.post("/predict", json={"inputs": [[LONG]], "truncate": False}
                        ).status_code == 422
@@ -280,21 +281,21 @@ def test_teis_metrics_are_exported_after_requests(server, client):
         return after.get(key, 0) - before.get(key, 0)
 
     assert delta("te_request_count", method="single") == 1
-    assert delta("te_request_count", method="batch") == 3
+    assert delta("te_request_count", method="batch") == 4
     assert delta("te_request_success", method="single") == 1
-    assert delta("te_request_success", method="batch") == 1
+    assert delta("te_request_success", method="batch") == 2
     assert delta("te_request_failure", err="batch_size") == 1
     assert delta("te_request_failure", err="tokenization") == 1
     for name in ("te_request_duration", "te_request_tokenization_duration",
                  "te_request_queue_duration", "te_request_inference_duration"):
-        assert delta(f"{name}_count") == 2, name
-    assert delta("te_request_input_length_count") == 3
+        assert delta(f"{name}_count") == 3, name
+    assert delta("te_request_input_length_count") == 4
     assert delta("te_batch_next_size_count") >= 1 and delta("te_batch_next_tokens_count") >= 1
     assert ("te_queue_size", ()) in after
     # the samples carry TEI's exact names (no `_total`), as TEI's exporter writes them
     assert re.search(r'^te_request_count\{method="batch"\} \d', text, re.M)
     assert "te_request_count_total" not in text
-    assert delta("flaxsent_inputs_total") == 3  # flaxsent's own metrics stay
+    assert delta("flaxsent_inputs_total") == 4  # flaxsent's own metrics stay
 
 
 def test_a_request_refused_as_overloaded_counts_as_teis_overloaded_failure(tiny_flax, tmp_path):
