@@ -82,8 +82,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 def predict_inputs(inputs: str | list) -> tuple[list[str], bool]:
     """TEI's reading of `inputs` as (texts, single): "text" and ["text"] are one input (a flat
-    list of predictions back); [["a"], ["b"], ...] is a batch. TEI reads ["a", "b"] and
-    ["a", "b"] inside a batch as text pairs, which this single-text model refuses (422)."""
+    list of predictions back); [["a"], ["b"], ...] is a batch. TEI reads ["a", "b"], alone or
+    in a batch, as a text pair, which this single-text model refuses (422)."""
     if isinstance(inputs, str):
         return [inputs], True
     if not inputs:
