@@ -7,6 +7,7 @@ built on them live in conftest.py.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -14,6 +15,8 @@ import random
 import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -121,6 +124,19 @@ def subprocess_cli(argv: list[str], prelude: str = "", **kwargs) -> subprocess.P
            **kwargs.pop("env", {})}
     return subprocess.Popen([sys.executable, "-c", prelude + CLI, "predict", *argv], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+
+
+@contextlib.contextmanager
+def serving(model: Path, tmp_path: Path, *args: str, env: dict[str, str] | None = None,
+            ) -> Iterator:
+    """A `flaxsent serve` process on a free port, ready (/health 200) when entered."""
+    from flaxsent.bench.serve_load import server_process
+    environ = {"PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+               "FLAXSENT_CACHE_DIR": str(tmp_path / "jax-cache"), **(env or {})}
+    argv = [sys.executable, "-m", "flaxsent", "serve", str(model), "--port", "0", *args]
+    with server_process(argv, tmp_path / f"serve-{time.monotonic_ns()}.log", environ,
+                        timeout_s=180) as server:
+        yield server
 
 
 def write_input(path: Path, rows: list[dict]) -> None:

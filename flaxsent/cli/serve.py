@@ -25,8 +25,8 @@ _EXTRA = ("fastapi", "starlette", "uvicorn", "prometheus_client", "pydantic")
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
-        "serve", help="HTTP server: the model card's /score and TEI's /predict, /info, "
-                      "/health, /metrics",
+        "serve", help="HTTP server: the model card's /score and TEI's API (/predict, /, "
+                      "/info, /health, /tokenize, /decode, /metrics)",
         description="Serve MODEL over HTTP. Concurrent requests are coalesced into the "
                     "engine's packed batches. SIGTERM: new requests get 503, requests in "
                     "flight finish, exit 0.")
@@ -36,8 +36,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=PORT,
                    help=f"TCP port (default {PORT}; 0: any free)")
     p.add_argument("--api-key", default=D.api_key,
-                   help="require 'Authorization: Bearer KEY' on every route but /health and "
-                        "/metrics (or set FLAXSENT_API_KEY, which keeps it out of `ps`)")
+                   help="require 'Authorization: Bearer KEY' on every route but the GETs of "
+                        "/health, /, /ping, /metrics and the docs (or set FLAXSENT_API_KEY, "
+                        "which keeps it out of `ps`)")
     p.add_argument("--max-batch-tokens", type=int, default=None,
                    help="tokens per device batch (default: the platform's budget)")
     p.add_argument("--max-wait-ms", type=float, default=D.max_wait_ms,

@@ -23,7 +23,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tokenizers import AddedToken, Tokenizer, normalizers, pre_tokenizers, processors
+from tokenizers import (
+    AddedToken,
+    Encoding,
+    Tokenizer,
+    decoders,
+    normalizers,
+    pre_tokenizers,
+    processors,
+)
 from tokenizers.models import WordPiece
 
 from flaxsent.io import durable
@@ -149,6 +157,7 @@ def _build_backend(folder: Path, config: dict[str, Any]) -> tuple[Tokenizer, dic
             lowercase=lowercase,
         )
         tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tokenizer.decoder = decoders.WordPiece(prefix="##")  # joins "##" pieces on decode
 
     decoder = config.get("added_tokens_decoder") or {}
     for _, entry in sorted(decoder.items(), key=lambda item: int(item[0])):
@@ -349,6 +358,15 @@ class TextTokenizer:
             for i in too_long.tolist():
                 ids[i] = ids[i][:keep] + self._suffix
         return ids, lengths
+
+    def encodings(self, texts: Sequence[str], add_special_tokens: bool = True) -> list[Encoding]:
+        """The `tokenizers` encodings of whole texts, untruncated: ids, tokens, character
+        offsets and the special-token mask, for showing a text's tokens (not for the model)."""
+        return self._tokenizer.encode_batch(list(texts), add_special_tokens=add_special_tokens)
+
+    def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
+        """The text of token ids, as the checkpoint's tokenizer decodes them."""
+        return self._tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens)
 
     def _encode_long(self, text: str, budget: int) -> list[int]:
         """The ids of a text past the character budget, from a prefix: those of the whole text

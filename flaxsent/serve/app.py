@@ -1,10 +1,11 @@
 """`flaxsent serve`: the model card's `/score` contract and TEI's routes over one engine.
 
-Routes: POST /score (and POST /): `{"input_data": [...], "parameters": {...}}` -> what
-`Classifier.__call__` returns. POST /predict, GET /info, GET /health, GET /metrics: Hugging Face
-text-embeddings-inference's JSON shapes, status codes and `x-*-time` headers. Errors are
-`{"error", "error_type"}`. One `Batcher` owns the devices; tokenizing runs in a thread pool.
-The front door (auth, limits, draining) and the uvicorn server are in `serve_http`.
+Routes: POST /score (and POST / with that body): `{"input_data": [...], "parameters": {...}}` ->
+what `Classifier.__call__` returns. GET /info, GET /health (and / and /ping), GET /metrics: Hugging
+Face text-embeddings-inference's JSON shapes, status codes and `x-*-time` headers; TEI's predict,
+/tokenize and /decode are in `tei`. Errors are `{"error", "error_type"}`. One `Batcher` owns the
+devices; tokenizing runs in a thread pool. The front door (auth, limits, draining) and the
+uvicorn server are in `http`.
 """
 
 from __future__ import annotations
@@ -27,11 +28,12 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 
 from flaxsent.core.classifier import Classifier
 from flaxsent.errors import NonFiniteLogitsError
-from flaxsent.io.records import score_first
 from flaxsent.serve.batcher import Batcher, EngineError, RequestLogits
 from flaxsent.serve.http import ApiError, DrainingServer, Gate, bind
 from flaxsent.serve.metrics import CONTENT_TYPE, ServeMetrics
 from flaxsent.serve.options import HOST, PORT, ServeOptions
+from flaxsent.serve.tei import add_routes as add_tei_routes
+from flaxsent.serve.tei import counted
 from flaxsent.version import __version__
 
 log = logging.getLogger("flaxsent")
@@ -60,16 +62,6 @@ class ScoreRequest(BaseModel):
     parameters: ScoreParameters | None = None  # null or absent: the defaults
 
 
-class PredictRequest(BaseModel):
-    """TEI's /predict request: `inputs` is "text", ["text"] or [["text"], ["text"], ...]."""
-
-    model_config = ConfigDict(extra="forbid")
-    inputs: StrictStr | list[StrictStr | list[StrictStr]]
-    truncate: StrictBool | None = None
-    truncation_direction: Literal["right", "Right", "left", "Left"] = "right"
-    raw_scores: StrictBool = False
-
-
 def describe_validation(errors: list[dict[str, Any]]) -> str:
     """One line for pydantic's errors: the deepest path, what was wrong, and what came."""
     if errors and errors[0].get("type") == "json_invalid":
@@ -91,26 +83,6 @@ def describe_validation(errors: list[dict[str, Any]]) -> str:
     return f"{where.lstrip('.') or 'body'}: {messages}{got}"
 
 
-def tei_inputs(inputs: str | list) -> tuple[list[str], bool]:
-    """TEI's `inputs` as (texts, single): a string is one input; a list is a batch whose items
-    are strings or one-element lists ["text"] (TEI's form). Text pairs are refused: this model
-    classifies one text."""
-    if isinstance(inputs, str):
-        return [inputs], True
-    if not inputs:
-        raise ApiError("empty", "inputs: the batch is empty")
-    texts = []
-    for i, item in enumerate(inputs):
-        if not isinstance(item, str):
-            if len(item) != 1:
-                raise ApiError("validation", f"inputs[{i}]: a list of {len(item)} strings; "
-                               'each input of a batch is a string or a one-element list ["text"] '
-                               "(text pairs are not supported)")
-            item = item[0]
-        texts.append(item)
-    return texts, False
-
-
 # ---- the service the routes share -----------------------------------------------------------
 
 class Service:
@@ -124,7 +96,8 @@ class Service:
         self.metrics = ServeMetrics(queued=lambda: self.batcher.queued,
                                     in_flight=lambda: self.in_flight,
                                     compiled_shapes=lambda: len(clf.compiled_shapes),
-                                    ready=lambda: float(self.batcher.ready))
+                                    ready=lambda: float(self.batcher.ready),
+                                    max_input_length=clf.tokenizer.max_length)
         self.batcher = Batcher(clf, opts.max_wait_ms / 1000, on_batch=self.metrics.observe_batch)
         self._pool = ThreadPoolExecutor(opts.tokenization_workers,
                                         thread_name_prefix="flaxsent-tokenize")
@@ -162,7 +135,7 @@ class Service:
             raise ApiError("empty", f"{field}: the batch is empty")
         if n > self.opts.max_client_batch_size:
             raise ApiError("validation", f"{field}: batch size {n} > maximum allowed batch size "
-                           f"{self.opts.max_client_batch_size}")
+                           f"{self.opts.max_client_batch_size}", failure="batch_size")
 
     async def infer(self, texts: list[str], truncation: bool, name: Callable[[int], str],
                     started: float) -> tuple[np.ndarray, dict[str, str]]:
@@ -176,9 +149,9 @@ class Service:
         if over.size and not truncation:
             i = int(over[0])
             raise ApiError("validation", f"{name(i)} is {int(lengths[i])} tokens long, over the "
-                           f"model's limit of {limit}; shorten it or turn truncation on")
-        self.metrics.inputs.inc(len(texts))
-        self.metrics.truncated.inc(int(over.size))
+                           f"model's limit of {limit}; shorten it or turn truncation on",
+                           failure="tokenization")
+        self.metrics.observe_inputs(np.minimum(lengths, limit), int(over.size))
         try:
             scored: RequestLogits = await asyncio.wrap_future(self.batcher.submit(ids))
         except EngineError as e:
@@ -192,10 +165,10 @@ class Service:
         if logits.shape[0] != len(texts):  # never fewer (or more) results than inputs
             raise ApiError("backend", f"the engine returned {logits.shape[0]} result(s) for "
                            f"{len(texts)} input(s)")
-        self.metrics.tokenization.observe(tokenized - started)
-        self.metrics.queue.observe(scored.queue_s)
-        self.metrics.inference.observe(scored.inference_s)
-        total_ms = str(int((time.perf_counter() - started) * 1000))
+        total_s = time.perf_counter() - started
+        self.metrics.observe_request(tokenized - started, scored.queue_s, scored.inference_s,
+                                     total_s)
+        total_ms = str(int(total_s * 1000))
         headers = {
             "x-compute-type": self.clf.engine.devices[0].platform,
             "x-compute-time": total_ms, "x-total-time": total_ms,
@@ -215,7 +188,7 @@ class Service:
         shapes = self.batcher.shapes
         return {
             "model_id": self.opts.model_id, "model_sha": None,
-            "model_dtype": clf.dtype,
+            "model_dtype": clf.dtype, "quantize": clf.quantize, "runtime": clf.runtime,
             "served_model_name": self.opts.model_id,
             "model_type": {"classifier": {"id2label": labels,
                                           "label2id": {v: int(k) for k, v in labels.items()}}},
@@ -245,7 +218,7 @@ def create_app(clf: Classifier, opts: ServeOptions) -> FastAPI:
         finally:
             await asyncio.to_thread(service.close)
 
-    app = FastAPI(title="flaxsent", version=__version__, lifespan=lifespan, docs_url=None,
+    app = FastAPI(title="flaxsent", version=__version__, lifespan=lifespan, docs_url="/docs",
                   redoc_url=None)
     app.state.service = service
 
@@ -262,41 +235,27 @@ def create_app(clf: Classifier, opts: ServeOptions) -> FastAPI:
         started = time.perf_counter()
         single = isinstance(body.input_data, str)
         texts = [body.input_data] if single else body.input_data
-        service.check_count(len(texts), "input_data")
         p = body.parameters or ScoreParameters()
-        logits, headers = await service.infer(
-            texts, p.truncation, lambda i: "input_data" if single else f"input_data[{i}]",
-            started)
+        with counted(service.metrics, single):
+            service.check_count(len(texts), "input_data")
+            logits, headers = await service.infer(
+                texts, p.truncation, lambda i: "input_data" if single else f"input_data[{i}]",
+                started)
         results = [clf.format_scores(row, p.top_k, p.function_to_apply) for row in logits]
         # as the pipeline: one text with several labels asked for gives that text's list
         return JSONResponse(results[0] if single and p.top_k != 1 else results,
                             headers=headers)
 
     app.post("/score")(score)
-    app.post("/")(score)
-
-    @app.post("/predict")
-    async def predict(body: PredictRequest) -> JSONResponse:
-        """TEI's /predict: every label, highest score first; a batch gives a list of those."""
-        started = time.perf_counter()
-        if body.truncation_direction.lower() == "left":
-            raise ApiError("validation", "truncation_direction 'left' is not supported: flaxsent "
-                           "truncates on the right, as this model's tokenizer does")
-        texts, single = tei_inputs(body.inputs)
-        service.check_count(len(texts), "inputs")
-        logits, headers = await service.infer(
-            texts, True if body.truncate is None else body.truncate,
-            lambda i: "inputs" if single else f"inputs[{i}]", started)
-        function = "none" if body.raw_scores else "softmax" if clf.config.num_labels > 1 \
-            else "sigmoid"
-        predictions = [score_first(clf.format_scores(row, None, function)) for row in logits]
-        return JSONResponse(predictions[0] if single else predictions, headers=headers)
+    add_tei_routes(app, service, card=score, card_body=ScoreRequest)
 
     @app.get("/info")
     async def info() -> JSONResponse:
         """TEI's model and router description."""
         return JSONResponse(service.info())
 
+    @app.get("/", include_in_schema=False)  # TEI's health check at / and /ping (SageMaker's)
+    @app.get("/ping", include_in_schema=False)
     @app.get("/health")
     async def health() -> Response:
         """200 once every shape is compiled; 503 while warming up or draining."""

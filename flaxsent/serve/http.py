@@ -20,22 +20,30 @@ from flaxsent.serve.metrics import ServeMetrics
 # error_type -> status code, as TEI maps them
 STATUS = {"empty": 400, "validation": 422, "tokenizer": 422, "backend": 424, "overloaded": 429,
           "unhealthy": 503}
-INFERENCE_ROUTES = frozenset({"/", "/score", "/predict"})  # POST: limits and readiness apply
-PUBLIC_ROUTES = frozenset({"/health", "/metrics"})  # no API key needed (as in TEI)
-KNOWN_ROUTES = INFERENCE_ROUTES | PUBLIC_ROUTES | {"/info", "/openapi.json"}
+# error kind -> the label TEI's te_request_failure{err} counts it under (unhealthy: uncounted)
+FAILURES = {"empty": "validation", "validation": "validation", "tokenizer": "tokenization",
+            "backend": "inference", "overloaded": "overloaded"}
+# POST: limits and readiness apply
+INFERENCE_ROUTES = frozenset({"/", "/score", "/predict", "/invocations"})
+# GET: no API key needed (TEI's public routes: health at /, /ping and /health; its docs)
+PUBLIC_ROUTES = frozenset({"/", "/health", "/ping", "/metrics", "/docs", "/openapi.json"})
+KNOWN_ROUTES = INFERENCE_ROUTES | PUBLIC_ROUTES | {"/info", "/tokenize", "/decode"}
 
 
 class ApiError(Exception):
-    """An error the client gets as `{"error": message, "error_type": kind}`."""
+    """An error the client gets as `{"error": message, "error_type": Kind}`; `failure` is its
+    te_request_failure label where TEI's differs from the kind's (e.g. batch_size)."""
 
-    def __init__(self, kind: str, message: str, status: int | None = None):
+    def __init__(self, kind: str, message: str, status: int | None = None,
+                 failure: str | None = None):
         super().__init__(message)
         self.kind = kind
         self.status = status or STATUS[kind]
+        self.failure = failure or FAILURES.get(kind)
 
     def response(self, headers: dict[str, str] | None = None) -> JSONResponse:
-        """The JSON error response."""
-        return JSONResponse({"error": str(self), "error_type": self.kind},
+        """The JSON error response; error_type as TEI's ErrorType enum spells it ("Validation")."""
+        return JSONResponse({"error": str(self), "error_type": self.kind.capitalize()},
                             status_code=self.status, headers=headers)
 
 
@@ -82,7 +90,8 @@ class Gate:
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
         headers = dict(scope["headers"])
-        if self._expected is not None and path not in PUBLIC_ROUTES and not hmac.compare_digest(
+        public = scope["method"] in ("GET", "HEAD") and path in PUBLIC_ROUTES
+        if self._expected is not None and not public and not hmac.compare_digest(
                 headers.get(b"authorization", b""), self._expected):
             error = ApiError("unauthorized", "missing or wrong API key: send the header "
                              "'Authorization: Bearer KEY'", status=401)
@@ -96,6 +105,8 @@ class Gate:
                                  "requests in flight, the limit (--max-concurrent-requests) is "
                                  f"{self._max_concurrent}")
             if error is not None:
+                if error.failure:
+                    self.service.metrics.te_failure.inc(error.failure)
                 await error.response()(scope, receive, send)
                 return
             self.service.in_flight += 1

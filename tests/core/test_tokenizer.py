@@ -142,6 +142,26 @@ def test_ids_match_transformers(uncased_pair, case):
     assert lengths.tolist() == [len(x) for x in ids]
 
 
+@pytest.mark.parametrize("skip_special_tokens", [True, False])
+def test_decode_matches_transformers_rust_tokenizer(uncased_pair, skip_special_tokens):
+    """What TEI decodes with: the tokenizers pipeline transformers builds (pieces joined)."""
+    ours, hf = uncased_pair
+    texts = CASES["plain"] + CASES["accents"] + ["unbelievable movies", "hello [SEP] world"]
+    for ids in ours.encode_batch(texts)[0]:
+        assert ours.decode(ids, skip_special_tokens) == hf.backend_tokenizer.decode(
+            ids, skip_special_tokens=skip_special_tokens)
+
+
+def test_encodings_are_the_whole_texts_with_offsets(uncased_pair):
+    ours, hf = uncased_pair
+    text = "Un" + "believ" * 100 + "able café"  # past max_length: not truncated here
+    encoding = ours.with_max_length(16).encodings([text])[0]
+    assert encoding.ids == hf(text, add_special_tokens=True)["input_ids"]
+    assert encoding.special_tokens_mask[0] == encoding.special_tokens_mask[-1] == 1
+    start, stop = encoding.offsets[-2]
+    assert text[start:stop] == "café"
+
+
 def test_single_text_calls_agree_with_batch(uncased_pair):
     ours, hf = uncased_pair
     for text in ["Hello, World!", "café 中文字", ""]:
