@@ -4,8 +4,9 @@ through FlaxsentModelHandler on it, every element back once and equal to the Cla
 
 The release and what it needs go in with `pip install --target` into a folder placed first on
 PYTHONPATH (so the newer Beam installed here cannot leak in), resolved together with the numpy
-that jax here requires. The folder is cached in the user's cache folder, one per Beam, Python
-and numpy requirement, so CI pays the install once. Skipped only when the index is unreachable.
+that jax here requires. The folder is cached beside the bench's models (~/.cache/flaxsent, or
+$FLAXSENT_BENCH_CACHE), one per Beam, Python and numpy requirement, so CI pays the install
+once. Skipped only when the index is unreachable.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from flaxsent.core.classifier import Classifier
+from flaxsent.embedded.default_model import cache_root
 from tests.helpers import ROOT, WORDS
 
 pytestmark = pytest.mark.distributed_engines
@@ -64,10 +66,6 @@ def numpy_requirements() -> list[str]:
     return sorted({r for dist in ("jax", "jaxlib", "ml_dtypes")
                    for r in importlib.metadata.requires(dist) or []
                    if r.startswith("numpy") and "extra ==" not in r})
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "flaxsent"
 
 
 @pytest.fixture(scope="module")
