@@ -7,10 +7,11 @@
     ds.write_parquet("out/")
 
 Each actor loads the classifier once; each call takes a pandas or numpy batch with a text
-column and returns it with `label`, `score` and `error` columns added (an input column of one
-of those names is kept as `input_<name>`, as `flaxsent predict` does). A row whose text is not
-text (null, a number, bytes that are not UTF-8) gets label and score null and its reason in
-`error` ('' for good rows), as with `predict --on-error skip`.
+column and returns it with the columns `flaxsent predict` writes added: `label` and `score`, or
+`labels` (each row's list of {label, score}) with top_k, plus `logits` on request, and `error`
+(an input column of one of those names is kept as `input_<name>`, as `flaxsent predict` does).
+A row whose text is not text (null, a number, bytes that are not UTF-8) gets null predictions
+and its reason in `error` ('' for good rows), as with `predict --on-error skip`.
 
 Nothing here imports Ray: the module works on the batches Ray hands it. (Its name does not
 shadow the real package: imports are absolute, so `import ray` anywhere means Ray itself.)
@@ -28,19 +29,21 @@ from flaxsent.errors import FlaxsentError
 from flaxsent.integrations.scoring import RowScorer
 from flaxsent.io import records
 
-OUTPUT_COLUMNS = (*records.prediction_fields(top_k=1, logits=False), records.ERROR)
-
 
 class FlaxsentPredictor:
     """A callable class for `ray.data.Dataset.map_batches`: text column in, label/score out."""
 
-    def __init__(self, model_path: str, text_column: str = "text", *,
-                 function_to_apply: str | None = None, **classifier_options: Any):
-        """Load the classifier (once per actor); `classifier_options` go to
-        `Classifier.from_pretrained` (dtype, max_batch_tokens, devices, ...)."""
+    def __init__(self, model_path: str, text_column: str = "text", *, top_k: int | None = 1,
+                 function_to_apply: str | None = None, logits: bool = False,
+                 **classifier_options: Any):
+        """Load the classifier (once per actor); top_k, function_to_apply and logits as in
+        `flaxsent predict`; `classifier_options` go to `Classifier.from_pretrained` (dtype,
+        max_batch_tokens, devices, ...)."""
         clf = Classifier.from_pretrained(model_path, **classifier_options)
-        self.scorer = RowScorer(clf, function_to_apply=function_to_apply)
+        self.scorer = RowScorer(clf, top_k=top_k, function_to_apply=function_to_apply,
+                                logits=logits)
         self.text_column = text_column
+        self.columns = (*self.scorer.fields, records.ERROR)  # the columns each batch gains
 
     def __call__(self, batch: Any) -> Any:
         """The batch (pandas DataFrame or dict of numpy arrays) with the prediction columns."""
@@ -55,17 +58,27 @@ class FlaxsentPredictor:
                                 f"are {', '.join(map(repr, columns)) or '(none)'}: pass "
                                 "text_column= to FlaxsentPredictor")
         scored = self.scorer.score(list(batch[self.text_column]), repr(self.text_column))
-        labels = [r[records.LABEL] for r in scored]
-        scores = np.array([np.nan if r[records.SCORE] is None else r[records.SCORE]
-                           for r in scored])
-        errors = [r.get(records.ERROR, "") for r in scored]
-        renamed = {c: records.input_name(c, OUTPUT_COLUMNS) for c in columns}
+        renamed = {c: records.input_name(c, self.columns) for c in columns}
+        added = {records.ERROR: [r.get(records.ERROR, "") for r in scored]}
+        for field in self.scorer.fields:
+            added[field] = [r[field] for r in scored]
+        if records.SCORE in added:
+            added[records.SCORE] = np.array([np.nan if v is None else v
+                                             for v in added[records.SCORE]])
         if not is_frame:
             out = {renamed[c]: batch[c] for c in columns}
-            out.update(label=np.array(labels, dtype=object), score=scores,
-                       error=np.array(errors, dtype=object))
+            for field in self.columns:
+                out[field] = added[field] if field == records.SCORE else _objects(added[field])
             return out
         # explicit string dtypes: a batch of only bad rows still gives string columns
-        return batch.rename(columns=renamed).assign(
-            label=pd.array(labels, dtype="string"), score=scores,
-            error=pd.array(errors, dtype="string"))
+        for field in (records.LABEL, records.ERROR):
+            if field in added:
+                added[field] = pd.array(added[field], dtype="string")
+        return batch.rename(columns=renamed).assign(**{f: added[f] for f in self.columns})
+
+
+def _objects(values: list[Any]) -> np.ndarray:
+    """A 1-D object array of `values` as they are (lists stay whole, one per row)."""
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out

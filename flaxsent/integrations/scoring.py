@@ -10,7 +10,7 @@ back exactly once, in order.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -18,6 +18,10 @@ import numpy as np
 from flaxsent.core.classifier import Classifier
 from flaxsent.errors import FlaxsentError
 from flaxsent.io import records
+
+# the options of one call, as `flaxsent predict` takes them (a handler's defaults, per-call
+# overrides: Beam's inference_args)
+OPTIONS = ("top_k", "function_to_apply", "logits")
 
 
 def as_text(value: Any, name: str) -> tuple[str | None, str | None]:
@@ -51,6 +55,8 @@ class RowScorer:
                                      top_k=top_k, function_to_apply=function_to_apply)
         except ValueError as err:
             raise FlaxsentError(str(err)) from None
+        if not isinstance(logits, bool):
+            raise FlaxsentError(f"logits must be True or False, got {logits!r}")
         self.classifier = classifier
         self.top_k = top_k
         self.function_to_apply = function_to_apply
@@ -61,8 +67,22 @@ class RowScorer:
         """The prediction keys of every record, 'error' aside."""
         return records.prediction_fields(self.top_k, self.logits)
 
-    def score(self, values: Sequence[Any], name: str = "the element") -> list[dict[str, Any]]:
-        """One record per value, in order; `name` says what a value is in error messages."""
+    def with_options(self, options: Mapping[str, Any]) -> RowScorer:
+        """This scorer with some of its `OPTIONS` replaced (checked as at construction)."""
+        unknown = sorted(set(options) - set(OPTIONS))
+        if unknown:
+            raise FlaxsentError(f"unknown option(s) {', '.join(unknown)}: the options are "
+                                f"{', '.join(OPTIONS)}")
+        current = {"top_k": self.top_k, "function_to_apply": self.function_to_apply,
+                   "logits": self.logits}
+        return RowScorer(self.classifier, **{**current, **options})
+
+    def score(self, values: Sequence[Any], name: str = "the element",
+              options: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """One record per value, in order; `name` says what a value is in error messages, and
+        `options` replace this scorer's for this call only."""
+        if options:
+            return self.with_options(options).score(values, name)
         checked = [as_text(value, name) for value in values]
         rows = self.classifier.stream_logits(text for text, _ in checked)
         return [self._bad(error) if row is None else self._good(row)

@@ -1,6 +1,7 @@
 """flaxsent.ray on a local Ray cluster: Parquet in, Parquet out through map_batches, every row
 back exactly once, equal to the Classifier's result for it, bad rows with an error; pandas and
-numpy batches; `import ray` is Ray itself, and core flaxsent never imports it."""
+numpy batches; predict's options (top_k, function_to_apply, logits); `import ray` is Ray
+itself, and core flaxsent never imports it."""
 
 from __future__ import annotations
 
@@ -95,6 +96,68 @@ def test_numpy_batches_and_another_text_column(cluster, clf, tiny_flax):
                         compute=ray.data.ActorPoolStrategy(size=1), batch_size=50,
                         batch_format="numpy")
     check_rows(ds.to_pandas(), values, clf, "review")
+
+
+@engines
+def test_top_k_and_logits_to_parquet(cluster, clf, tiny_flax, tmp_path):
+    values: list = texts(80, seed=2)
+    values[9] = None
+    ds = ray.data.from_items([{"text": v, "id": i, "labels": "gold"}
+                              for i, v in enumerate(values)])
+    ds = ds.map_batches(FlaxsentPredictor,
+                        fn_constructor_kwargs={"model_path": str(tiny_flax), "top_k": None,
+                                               "function_to_apply": "sigmoid", "logits": True},
+                        compute=ray.data.ActorPoolStrategy(size=1), batch_size=32,
+                        batch_format="pandas")
+    ds.write_parquet(str(tmp_path / "out"))
+
+    table = pq.read_table(tmp_path / "out")
+    assert set(table.column_names) == {"text", "id", "input_labels", "labels", "logits", "error"}
+    assert table.schema.field("logits").type == pa.list_(pa.float64())
+    rows = sorted(table.to_pylist(), key=lambda r: r["id"])
+    assert [r["id"] for r in rows] == list(range(len(values)))
+    good = [v for v in values if v is not None]
+    want = iter(zip(clf(good, top_k=None, function_to_apply="sigmoid"), clf.logits(good),
+                    strict=True))
+    for row in rows:
+        if row["id"] == 9:
+            assert row["labels"] is None and row["logits"] is None
+            assert row["error"] == "'text' is missing (null)"
+            continue
+        labels, logits = next(want)
+        assert [r["label"] for r in row["labels"]] == [r["label"] for r in labels]
+        np.testing.assert_allclose([r["score"] for r in row["labels"]],
+                                   [r["score"] for r in labels], atol=1e-6)
+        np.testing.assert_allclose(row["logits"], logits, atol=1e-6)
+        assert row["error"] == ""
+
+
+@pytest.mark.parametrize("batch_format", ["pandas", "numpy"])
+def test_top_k_and_logits_columns_in_either_batch_format(tiny_flax, clf, batch_format):
+    predictor = FlaxsentPredictor(str(tiny_flax), top_k=2, logits=True)
+    sample = ["great fun", None, "dull"]
+    columns = {"text": sample, "logits": [1, 2, 3]}
+    batch = (pd.DataFrame(columns) if batch_format == "pandas"
+             else {k: np.array(v, dtype=object) for k, v in columns.items()})
+    out = predictor(batch)
+    assert list(out) == ["text", "input_logits", "labels", "logits", "error"]
+    want, rows = clf(["great fun", "dull"], top_k=2), clf.logits(["great fun", "dull"])
+    labels, logits = list(out["labels"]), list(out["logits"])
+    assert labels[1] is None and logits[1] is None
+    for got, expected in zip([labels[0], labels[2]], want, strict=True):
+        assert [r["label"] for r in got] == [r["label"] for r in expected]
+        assert [r["score"] for r in got] == pytest.approx([r["score"] for r in expected],
+                                                          abs=1e-6)
+    np.testing.assert_allclose([logits[0], logits[2]], rows, atol=1e-6)
+    assert list(out["error"]) == ["", "'text' is missing (null)", ""]
+    assert list(out["input_logits"]) == [1, 2, 3]
+
+
+def test_bad_options_fail_when_the_actor_starts(tiny_flax):
+    with pytest.raises(FlaxsentError, match="top_k must be a positive integer"):
+        FlaxsentPredictor(str(tiny_flax), top_k=0)
+    with pytest.raises(FlaxsentError, match="logits must be True or False"):
+        FlaxsentPredictor(str(tiny_flax), logits="yes")
 
 
 @pytest.fixture(scope="module")

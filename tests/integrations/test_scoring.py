@@ -94,3 +94,27 @@ def test_a_batch_without_a_single_text(clf):
         {"label": None, "score": None, "error": "the element is missing (null)"},
         {"label": None, "score": None,
          "error": "the element is not valid UTF-8 (byte 1: b'\\xff'); re-encode it as UTF-8"}]
+
+
+def test_per_call_options_replace_the_scorers_for_that_call_only(clf):
+    values = texts(10, seed=2) + [None]
+    scorer = RowScorer(clf)
+    records = scorer.score(values, options={"top_k": 2, "logits": True})
+    want = clf(values[:-1], top_k=2)
+    for record, labels, row in zip(records, want, clf.logits(values[:-1]), strict=False):
+        assert [r["label"] for r in record["labels"]] == [r["label"] for r in labels]
+        np.testing.assert_allclose(record["logits"], row, atol=1e-6)
+    assert set(records[-1]) == {"labels", "logits", "error"}
+    assert set(scorer.score(values[:1])[0]) == {"label", "score"}  # the scorer's own again
+    assert scorer.with_options({"function_to_apply": "none"}).fields == ("label", "score")
+
+
+@pytest.mark.parametrize("options, pattern", [
+    ({"temperature": 2}, "unknown option.s. temperature: the options are top_k, "
+                         "function_to_apply, logits"),
+    ({"top_k": -1}, "top_k must be a positive integer"),
+    ({"logits": "yes"}, "logits must be True or False"),
+])
+def test_bad_per_call_options_are_refused(clf, options, pattern):
+    with pytest.raises(FlaxsentError, match=pattern):
+        RowScorer(clf).score(["fine"], options=options)
