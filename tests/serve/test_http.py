@@ -114,6 +114,14 @@ def test_a_client_still_sending_an_oversized_body_reads_the_413(server):
         "error_type": "validation"}
 
 
+def test_a_client_waiting_for_100_continue_gets_the_413_without_sending_its_body(server):
+    head = _post_head("/score", 3_000_000, b"").replace(b"\r\n\r\n",
+                                                        b"\r\nExpect: 100-continue\r\n\r\n")
+    with _open(server.url, head) as sock:
+        status, body = _answer(sock)
+    assert status == 413 and body["error_type"] == "validation"
+
+
 def test_a_client_that_leaves_mid_body_is_counted_as_a_disconnect_not_a_5xx(server):
     before = _scrape(server.url)
     _open(server.url, _post_head("/score", 100, b'{"input_data": ')).close()
