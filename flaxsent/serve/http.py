@@ -73,7 +73,8 @@ def http_error(request: Request, exc: HTTPException) -> ApiError:
         cause = exc.__cause__
         why = (f"it is not UTF-8 (byte {cause.start + 1})"
                if isinstance(cause, UnicodeDecodeError) else
-               "it is nested too deeply" if isinstance(cause, RecursionError) else str(cause))
+               "it is nested too deeply" if isinstance(cause, RecursionError) else
+               str(cause).split(";")[0])  # Python's advice after ';' is for the server
         return ApiError("validation", f"the body is not valid JSON: {why}")
     kind = "internal" if exc.status_code >= 500 else "validation"
     return ApiError(kind, str(exc.detail), status=exc.status_code, headers=exc.headers)
@@ -154,7 +155,7 @@ class Gate:
         headers = dict(scope["headers"])
         try:
             body = await self._read_body(headers, receive)
-        except ApiError as error:  # 408, 413: the rest of the body is not read
+        except ApiError as error:  # 408, 413: answered, then the connection is closed
             await error.response({"connection": "close"})(scope, receive, send)
             return
         inference = scope["method"] == "POST" and path in INFERENCE_ROUTES
