@@ -52,6 +52,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         f"(default {D.max_concurrent_requests}; more: 429)")
     p.add_argument("--payload-limit", type=int, default=D.payload_limit,
                    help=f"largest request body in bytes (default {D.payload_limit}; more: 413)")
+    p.add_argument("--body-timeout-s", type=float, default=D.body_timeout_s,
+                   help="seconds a request's whole body may take to arrive "
+                        f"(default {number(D.body_timeout_s)}; more: 408)")
     p.add_argument("--tokenization-workers", type=int, default=D.tokenization_workers,
                    help=f"threads tokenizing requests (default {D.tokenization_workers})")
     p.add_argument("--access-log", action="store_true", help="log every request")

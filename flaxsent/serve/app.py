@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 from flaxsent.core.classifier import Classifier
 from flaxsent.errors import NonFiniteLogitsError
 from flaxsent.serve.batcher import Batcher, EngineError, RequestLogits
-from flaxsent.serve.http import ApiError, DrainingServer, Gate, bind
+from flaxsent.serve.http import ApiError, DrainingServer, Gate, add_error_handlers, bind
 from flaxsent.serve.metrics import CONTENT_TYPE, ServeMetrics
 from flaxsent.serve.options import HOST, PORT, ServeOptions
 from flaxsent.serve.tei import add_routes as add_tei_routes
@@ -81,6 +81,20 @@ def describe_validation(errors: list[dict[str, Any]]) -> str:
     got = "" if chosen[0]["type"] in ("missing", "extra_forbidden") else \
         f" (got {type(chosen[0].get('input')).__name__})"
     return f"{where.lstrip('.') or 'body'}: {messages}{got}"
+
+
+def check_unicode(texts: list[str], name: Callable[[int], str]) -> None:
+    """422 `tokenizer` for a text that is not valid Unicode: a lone UTF-16 surrogate, which JSON
+    can carry ("\\ud800") and the tokenizer cannot take."""
+    for i, text in enumerate(texts):
+        if text.isascii():
+            continue
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise ApiError("tokenizer", f"{name(i)}: a lone UTF-16 surrogate "
+                           f"(U+{ord(text[e.start]):04X}) at character {e.start}; send valid "
+                           "Unicode text") from None
 
 
 # ---- the service the routes share -----------------------------------------------------------
@@ -140,6 +154,7 @@ class Service:
     async def infer(self, texts: list[str], truncation: bool, name: Callable[[int], str],
                     started: float) -> tuple[np.ndarray, dict[str, str]]:
         """Logits [n, C] of the texts, in order, and the response's timing headers."""
+        check_unicode(texts, name)
         loop = asyncio.get_running_loop()
         ids, lengths = await loop.run_in_executor(self._pool, self.clf.tokenizer.encode_batch,
                                                   texts)
@@ -222,9 +237,7 @@ def create_app(clf: Classifier, opts: ServeOptions) -> FastAPI:
                   redoc_url=None)
     app.state.service = service
 
-    @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return exc.response()
+    add_error_handlers(app)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -271,7 +284,7 @@ def create_app(clf: Classifier, opts: ServeOptions) -> FastAPI:
 
     app.add_middleware(Gate, service=service, api_key=opts.api_key,
                        max_concurrent_requests=opts.max_concurrent_requests,
-                       payload_limit=opts.payload_limit)
+                       payload_limit=opts.payload_limit, body_timeout_s=opts.body_timeout_s)
     return app
 
 

@@ -33,6 +33,7 @@ from flaxsent.errors import NonFiniteLogitsError
 log = logging.getLogger("flaxsent")
 
 _STOP = object()  # the queue's last item: drain what came before, then end the thread
+_WAKE = object()  # wakes a wait for company (hurry): dispatch what is taken now
 # Packing a group is exact but costs Python time; below this share of the packed batch's
 # tokens and slots, the group's texts are taken to fit without packing them.
 _SURE_FIT = 0.875
@@ -178,8 +179,10 @@ class Batcher:
         return job.future
 
     def hurry(self) -> None:
-        """Stop waiting for more requests before a dispatch (used while draining)."""
+        """Stop waiting for more requests before a dispatch (used while draining), the wait
+        under way included."""
         self._hurry.set()
+        self._queue.put(_WAKE)
 
     def close(self, timeout: float | None = None) -> None:
         """Refuse new requests, finish every queued one, and end the engine thread."""
@@ -232,6 +235,8 @@ class Batcher:
             return [], None
         else:
             first = self._queue.get()
+            if first is _WAKE:
+                return [], None
             if first is _STOP:
                 self._stopping = True
                 return [], None
@@ -248,6 +253,8 @@ class Batcher:
                     job = self._queue.get_nowait()
             except queue.Empty:
                 break
+            if job is _WAKE:
+                continue
             if job is _STOP:
                 self._stopping = True
                 break
@@ -317,5 +324,5 @@ class Batcher:
                 job = self._queue.get_nowait()
             except queue.Empty:
                 return
-            if job is not _STOP and job.future.set_running_or_notify_cancel():
+            if isinstance(job, _Job) and job.future.set_running_or_notify_cancel():
                 job.future.set_exception(error)

@@ -65,6 +65,9 @@ class ServeMetrics:
         r = self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter("flaxsent_requests", "HTTP requests answered, by route and "
                                 "status code", ["route", "status"], registry=r)
+        self.disconnects = Counter("flaxsent_client_disconnects", "Requests whose client left "
+                                   "before its body was complete (nothing answered), by route",
+                                   ["route"], registry=r)
         self.inputs = Counter("flaxsent_inputs", "Texts received by the inference routes",
                               registry=r)
         self.truncated = Counter("flaxsent_truncated_inputs",

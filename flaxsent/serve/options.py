@@ -23,12 +23,16 @@ class ServeOptions:
     max_client_batch_size: int = 32
     max_concurrent_requests: int = 512
     payload_limit: int = 2_000_000
+    body_timeout_s: float = 30.0
     api_key: str | None = None
     tokenization_workers: int = 2
 
     def __post_init__(self) -> None:
         if not 0 <= self.max_wait_ms <= 10_000:
             raise FlaxsentError(f"--max-wait-ms {self.max_wait_ms}: must be from 0 to 10000")
+        if not 0 < self.body_timeout_s <= 3600:
+            raise FlaxsentError(f"--body-timeout-s {self.body_timeout_s}: must be over 0 and at "
+                                "most 3600")
         for flag, value in (("--max-client-batch-size", self.max_client_batch_size),
                             ("--max-concurrent-requests", self.max_concurrent_requests),
                             ("--payload-limit", self.payload_limit),

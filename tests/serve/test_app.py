@@ -169,6 +169,20 @@ def test_errors_have_teis_codes_and_shape(client, path, body, status, kind, mess
     assert re.search(message, r.json()["error"]), r.json()["error"]
 
 
+@pytest.mark.parametrize(("path", "body", "where"), [
+    ("/score", b'{"input_data": ["fine", "\\ud800"]}', r"input_data\[1\]: .* \(U\+D800\) at "
+     r"character 0"),
+    ("/predict", b'{"inputs": [["fine"], ["a \\udfff"]]}', r"inputs\[1\]: .*U\+DFFF"),
+    ("/score", '{"input_data": "a\ud800"}'.encode("utf-8", "surrogatepass"), r"input_data: "),
+])
+def test_a_lone_surrogate_is_a_422_tokenizer_error_never_a_500(client, path, body, where):
+    """JSON can carry a lone UTF-16 surrogate (escaped, or as raw UTF-8-style bytes, which the
+    JSON decoder lets through); the tokenizer cannot take one."""
+    r = client.post(path, content=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == 422, r.text
+    assert r.json()["error_type"] == "Tokenizer" and re.search(where, r.json()["error"])
+
+
 def test_a_chunked_body_over_the_limit_is_413(client):
     chunks = iter([b'{"input_data": ["', b"x" * 15_000, b"x" * 15_000, b'"]}'])
     r = client.post("/score", content=chunks, headers={"Content-Type": "application/json"})
@@ -312,6 +326,9 @@ def test_bad_options_are_one_line_errors(capsys, tiny_flax):
     assert "--max-client-batch-size 0: must be a positive integer" in _one_line_error(
         capsys, str(tiny_flax), "--max-client-batch-size", "0")
     assert "--port 70000" in _one_line_error(capsys, str(tiny_flax), "--port", "70000")
+    for timeout in ("0", "nan", "inf"):
+        assert "--body-timeout-s" in _one_line_error(capsys, str(tiny_flax), "--body-timeout-s",
+                                                     timeout)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

@@ -1,6 +1,7 @@
 """Batcher: concurrent requests share packed batches; each gets its own rows, in order."""
 
 import itertools
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -96,6 +97,23 @@ def test_close_finishes_what_is_queued_and_refuses_the_rest(clf):
         np.testing.assert_allclose(future.result(0).logits, clf.logits(texts), atol=1e-5)
     with pytest.raises(RuntimeError, match="closed"):
         batcher.submit(_ids(clf, ["late"]))
+
+
+def test_hurry_dispatches_a_request_already_waiting_for_company(clf):
+    """Draining: a request the engine holds while it waits for others goes at once, not after
+    max_wait (an hour here; the future's timeout only bounds a failing run)."""
+    batcher = Batcher(clf, max_wait_s=3600)
+    batcher.start()
+    try:
+        assert batcher.wait_ready(120)
+        future = batcher.submit(_ids(clf, ["alone"]))
+        deadline = time.monotonic() + 60
+        while batcher.queued and time.monotonic() < deadline:  # until the engine thread has
+            time.sleep(0.01)  # taken it, and waits for company
+        batcher.hurry()
+        np.testing.assert_allclose(future.result(60).logits, clf.logits(["alone"]), atol=1e-5)
+    finally:
+        batcher.close(timeout=120)
 
 
 def test_a_lone_request_runs_in_the_smallest_packed_shape_that_holds_it(clf):
