@@ -107,6 +107,10 @@ def measure(model_folder: str, texts: list[str], steps: int, batch_sizes: list[i
             "parity_median_relative": float(np.median(rel)), "gaps_abs_max": max(gaps),
             "gaps_abs_median": float(np.median(gaps)),
             "gaps_over_1_percent": int(sum(g > 0.01 for g in gaps)),
+            "gaps_over_1_percent_abs_delta": [round(abs(e.delta), 4) for e in explained
+                                              if abs(e.gap) > 0.01],
+            "abs_delta_median": float(np.median([abs(e.delta) for e in explained])),
+            "abs_gap_logits_max": max(abs(e.gap * e.delta) for e in explained),
             "mean_tokens": float(np.mean([len(t) for t in ids]))}
 
 
@@ -131,7 +135,10 @@ def markdown(record: dict[str, Any]) -> str:
               f"{record['parity_median_relative']:.1e}. Completeness gap |Σ - Δlogit| / "
               f"|Δlogit|: max {record['gaps_abs_max']:.2%}, median "
               f"{record['gaps_abs_median']:.2%} ({record['gaps_over_1_percent']} of "
-              f"{record['n']} over 1%). Other processes' CPU share: "
+              f"{record['n']} over 1%, their |Δlogit| "
+              f"{record['gaps_over_1_percent_abs_delta']} against a median of "
+              f"{record['abs_delta_median']:.3f}; |Σ - Δlogit| at most "
+              f"{record['abs_gap_logits_max']:.4f}). Other processes' CPU share: "
               f"{record['cpu_contention']:.1%}."]
     return "\n".join(lines)
 

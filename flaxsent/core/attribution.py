@@ -204,7 +204,7 @@ class Explanation:
     predicted: str  # the model's label for the text
     probability: float  # P(target) at the text
     delta: float  # the target's logit at the text minus at the baseline
-    gap: float | None  # (sum of attributions - delta) / |delta|; None for gradient-x-input
+    gap: float | None  # (sum - delta) / |delta| (sum - delta if delta is 0); None: gradient-x-input
     method: str
     steps: int
 

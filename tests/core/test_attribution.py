@@ -172,9 +172,9 @@ def test_bad_input_is_one_clear_error(clf):
 
 @pytest.mark.slow
 def test_completeness_at_full_size(tmp_path):
-    """DistilBERT-base dimensions, random weights of std 0.05 (logits of 2-4)."""
-    build_hf_checkpoint(tmp_path / "full", seed=3, scale=FULL_SCALE, **FULL)
+    """DistilBERT-base dimensions, random weights of std 0.05, the head's ReLUs on (as above)."""
+    _smooth_head(tmp_path / "full", seed=3, scale=FULL_SCALE, **FULL)
     clf = Classifier.from_pretrained(tmp_path / "full", cache_dir=tmp_path / "cache")
     explained = clf.explain(TEXTS[:3], steps=50)
     assert max(abs(e.gap) for e in explained) < 0.01, [e.gap for e in explained]
-    assert min(abs(e.delta) for e in explained) > 0.1
+    assert all(e.delta != 0 for e in explained)  # the relative gap is a real ratio
