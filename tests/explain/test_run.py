@@ -19,6 +19,13 @@ def run(capsys, *argv):
     return code, out, err
 
 
+def test_the_parser_offers_exactly_the_library_methods():
+    """The parser keeps its own copy (building it imports no jax): it must not drift."""
+    from flaxsent.cli.explain import METHODS as offered
+    from flaxsent.core.attribution import METHODS
+    assert offered == METHODS
+
+
 def test_texts_come_from_the_arguments_then_the_file(tmp_path):
     f = tmp_path / "in.jsonl"
     f.write_text('{"text": "b"}\n{"text": "c"}\n', encoding="utf-8")
