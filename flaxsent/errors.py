@@ -70,3 +70,7 @@ class AotError(FlaxsentError):
 
 class TpuError(FlaxsentError):
     """An unknown topology, or no libtpu to describe one."""
+
+
+class ExplainError(FlaxsentError, ValueError):
+    """An explain run that cannot start: no texts, a bad input file or option, an occupied --out."""

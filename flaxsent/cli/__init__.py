@@ -1,6 +1,6 @@
 """The `flaxsent` command: one module per subcommand (convert, export, predict, eval, train,
-probe, serve, aot), each with its `add_parser(subparsers)` and `run(args)`; bench registers its
-own. A user error is one line and exit 2, never a traceback.
+probe, explain, serve, aot), each with its `add_parser(subparsers)` and `run(args)`; bench
+registers its own. A user error is one line and exit 2, never a traceback.
 
 Building the parser imports no jax: `main` pins JAX to the CPU first where no accelerator is.
 """
@@ -12,12 +12,13 @@ import os
 import sys
 from collections.abc import Sequence
 
-from flaxsent.cli import aot, convert, evaluate, export, predict, probe, serve, train
+from flaxsent.cli import aot, convert, evaluate, explain, export, predict, probe, serve, train
 from flaxsent.core.devices import pin_cpu_where_no_accelerator
 from flaxsent.errors import FlaxsentError
 from flaxsent.version import __version__
 
-COMMANDS = (convert, export, predict, evaluate, train, probe, serve, aot)  # in --help's order
+# in --help's order
+COMMANDS = (convert, export, predict, evaluate, train, probe, explain, serve, aot)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -45,6 +45,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--out", "-o", metavar="DIR", default=None,
                    help="write probe.json, probe.csv and probe.png into DIR")
     p.add_argument("--force", action="store_true", help="replace earlier probe files in DIR")
+    p.add_argument("--explain", action="store_true",
+                   help="explain every sentence for the label (integrated gradients): the "
+                        "attribution of the value's own tokens and the top words, added to "
+                        "probe.json, probe.csv and probe.png")
+    p.add_argument("--steps", type=int, default=50,
+                   help="--explain's integration points (Gauss-Legendre; default 50)")
     classifier_arguments(p)
     p.set_defaults(func=run)
     return p
@@ -76,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
         raise ProbeError(f"--max-sentences {args.max_sentences}: must be a positive integer")
     if args.worst < 0:
         raise ProbeError(f"--worst {args.worst}: must be 0 or more")
+    if args.steps < 1:
+        raise ProbeError(f"--steps {args.steps}: must be a positive integer")
     templates = list(args.template) + (read_list(args.templates, "--templates")
                                        if args.templates else [])
     if args.pairs is not None:  # everything checked before the model loads
@@ -90,17 +98,21 @@ def run(args: argparse.Namespace) -> int:
         check_out(args.out, args.force)
 
     from flaxsent.core.classifier import Classifier
+    from flaxsent.probe.attribution import explain_pairs, explain_probe
     clf = Classifier.from_pretrained(args.model, dtype=args.dtype, **classifier_options(args))
     if args.pairs is not None:
         result = run_pairs(clf, pairs, columns, label=args.label)
         print(pairs_markdown(result, args.model, args.pairs, worst=args.worst))
-        record, rows = pairs_record(result, args.model, args.pairs), pairs_rows(result)
+        explained = explain_pairs(clf, result, args.steps) if args.explain else None
+        record = pairs_record(result, args.model, args.pairs, explained)
+        rows = pairs_rows(result, explained)
         plot = functools.partial(plot_pairs, result, worst=args.worst)
     else:
         result = run_probe(clf, plan, label=args.label)
         print(probe_markdown(result, args.model))
-        record, rows = probe_record(result, args.model), probe_rows(result)
-        plot = functools.partial(plot_probe, result)
+        explained = explain_probe(clf, result, args.steps) if args.explain else None
+        record, rows = probe_record(result, args.model, explained), probe_rows(result, explained)
+        plot = functools.partial(plot_probe, result, explained=explained)
     sys.stdout.flush()
     if args.out:
         written = write_outputs(record, rows, plot, args.out, force=args.force)

@@ -7,7 +7,7 @@ import dataclasses
 import itertools
 import logging
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from flaxsent.core import checkpoint as ckpt
+from flaxsent.core.attribution import (
+    METHODS,
+    AttributionEngine,
+    Explanation,
+    attribute,
+    baseline_ids,
+    words_of,
+)
 from flaxsent.core.config import DistilBertConfig
 from flaxsent.core.engine import Engine, PmapEngine, enable_compilation_cache
 from flaxsent.core.model import DistilBertForSequenceClassification
@@ -128,6 +136,7 @@ class Classifier:
         self._window = window
         self.last_run = RunStats()
         self.source: Path | None = None  # the folder from_pretrained loaded, when it did
+        self.attribution_engine: AttributionEngine | None = None  # built by the first explain
 
     @classmethod
     def from_pretrained(cls, path_or_hub_id: str | Path, *, dtype: str = "float32",
@@ -275,6 +284,74 @@ class Classifier:
         if stats.n_truncated:
             log.info("flaxsent: %d of %d input(s) truncated to %d tokens", stats.n_truncated,
                      stats.n_inputs, self.tokenizer.max_length)
+
+    def explain(self, texts: Sequence[str], *, target: str | int | None = None,
+                steps: int = 50, method: str = "integrated-gradients",
+                progress: Callable[[int], object] | None = None) -> list[Explanation]:
+        """Per-token and per-word attributions of each text's score, in input order.
+
+        target: a label (name or index) explained for every text; None: each text's predicted
+        label. method: 'integrated-gradients' over the word embeddings from the [PAD] baseline
+        with `steps` Gauss-Legendre points (captum's default rule), or 'gradient-x-input'.
+        progress: called with the number of interpolation copies each batch finished. See
+        flaxsent/core/attribution.py.
+        """
+        if self.model is None or self.quantize != "none":
+            raise FlaxsentError("explain differentiates the float model: load it with "
+                                "runtime='jax' and quantize='none'")
+        if method not in METHODS:
+            raise FlaxsentError(f"method {method!r}: choose one of {', '.join(METHODS)}")
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise FlaxsentError(f"steps={steps!r}: must be a positive integer")
+        if isinstance(texts, str):
+            raise TypeError("texts must be a sequence of str; wrap a single text in a list")
+        texts = list(texts)
+        fixed = None if target is None else self._label_index(target)
+        ids, _ = self.tokenizer.encode_batch(texts)
+        for i, t in enumerate(ids):
+            if len(t) <= 2:
+                raise FlaxsentError(f"text {i} is empty: it has no tokens to explain")
+        pad = self.tokenizer.pad_id
+        ends = list(enumerate(ids)) + [(len(ids) + i, baseline_ids(t, pad))
+                                      for i, t in enumerate(ids)]
+        collector = OrderedCollector()
+        for batch, logits in dispatch(self.engine, self.plan, ends, pad, self.window):
+            collector.add(batch.positions, read_back(batch, logits))
+        rows = np.stack(collector.pop_ready()) if ids else np.zeros((0, self.config.num_labels))
+        check_finite(rows)
+        at_text, at_base = rows[:len(ids)], rows[len(ids):]  # [N, C] each
+        predicted = np.argmax(at_text, axis=1)
+        targets = predicted if fixed is None else np.full(len(ids), fixed)
+        if self.attribution_engine is None:
+            self.attribution_engine = AttributionEngine(self.model, devices=self.engine.devices,
+                                                        precision=self.engine.precision)
+        totals = attribute(self.attribution_engine, self.plan, ids, targets.tolist(), method,
+                           steps, pad, progress)
+        scores = self._score_function(None)(at_text)
+        out = []
+        for i, text in enumerate(texts):
+            tokens = self.tokenizer.tokens(ids[i])
+            words, by_word = words_of(tokens, totals[i])
+            t = int(targets[i])
+            delta = float(at_text[i, t] - at_base[i, t])
+            gap = None
+            if method == "integrated-gradients":
+                gap = float((totals[i].sum() - delta) / abs(delta)) if delta else \
+                    float(totals[i].sum())
+            out.append(Explanation(text, tuple(tokens), totals[i], tuple(words), by_word,
+                                   self.labels[t], self.labels[int(predicted[i])],
+                                   float(scores[i, t]), delta, gap, method, steps))
+        return out
+
+    def _label_index(self, label: str | int) -> int:
+        """A label's index from its name (case-insensitive) or index."""
+        names = [str(x) for x in self.labels]
+        if isinstance(label, int) and not isinstance(label, bool) and 0 <= label < len(names):
+            return label
+        folded = [n.casefold() for n in names]
+        if isinstance(label, str) and label.casefold() in folded:
+            return folded.index(label.casefold())
+        raise FlaxsentError(f"target {label!r}: the model's labels are {', '.join(names)}")
 
     # ---- internals ----------------------------------------------------------------------
 

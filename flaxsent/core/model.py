@@ -67,12 +67,17 @@ class Embeddings(nnx.Module):
 
     def __call__(self, input_ids: Array, position_ids: Array | None = None,
                  dropout_key: Array | None = None) -> Array:
+        return self.from_words(self.word_embeddings(input_ids), position_ids, dropout_key)
+
+    def from_words(self, words: Array, position_ids: Array | None = None,
+                   dropout_key: Array | None = None) -> Array:
+        """The embedding output from word vectors [B, L, D] (looked up, or interpolated by
+        attribution): positions added, then LayerNorm. [B, L, D]"""
         if position_ids is None:
             # iota, not arange(L)[None]: the same ids, and ONNX export (jax2onnx) keeps L
             # symbolic through it
-            position_ids = jax.lax.broadcasted_iota(jnp.int32, (1, input_ids.shape[1]), 1)
-        x = self.word_embeddings(input_ids)  # [B, L, D]
-        x = x + self.position_embeddings(position_ids)  # [B, L, D]
+            position_ids = jax.lax.broadcasted_iota(jnp.int32, (1, words.shape[1]), 1)
+        x = words + self.position_embeddings(position_ids)  # [B, L, D]
         return dropout(self.layer_norm(x), self.dropout_rate, dropout_key)
 
 
@@ -204,14 +209,21 @@ class DistilBertForSequenceClassification(nnx.Module):
         text's [CLS] sits (slots without a text point anywhere and are ignored by the caller).
         dropout_key: a PRNG key turns the config's dropouts on (training); None is inference.
         """
+        words = self.embeddings.word_embeddings(jnp.asarray(input_ids, jnp.int32))  # [B, L, D]
+        return self.packed_logits_from_words(words, segment_ids, position_ids, cls_index,
+                                             dropout_key)
+
+    def packed_logits_from_words(self, words: Array, segment_ids: Array, position_ids: Array,
+                                 cls_index: Array, dropout_key: Array | None = None) -> Array:
+        """`packed_logits` from word vectors [B, L, D] instead of ids: what attribution
+        differentiates (flaxsent/core/attribution.py). Logits [B, S, C]."""
         keys = [None] * (self.config.n_layers + 2) if dropout_key is None else \
             list(jax.random.split(dropout_key, self.config.n_layers + 2))
         segment_ids = jnp.asarray(segment_ids, jnp.int32)
         cls_index = jnp.asarray(cls_index, jnp.int32)
         real_key = segment_ids[:, None, :] > 0  # [B, 1, K]
         keep = (segment_ids[:, :, None] == segment_ids[:, None, :]) & real_key  # [B, L, K]
-        x = self.embeddings(jnp.asarray(input_ids, jnp.int32),
-                            jnp.asarray(position_ids, jnp.int32), keys[0])
+        x = self.embeddings.from_words(words, jnp.asarray(position_ids, jnp.int32), keys[0])
         for block, key in zip(self.layers[:-1], keys[1:-2], strict=True):
             x = block(x, keep[:, None], dropout_key=key)
         cls_segment = jnp.take_along_axis(segment_ids, cls_index, axis=1)  # [B, S]

@@ -368,6 +368,10 @@ class TextTokenizer:
         """The text of token ids, as the checkpoint's tokenizer decodes them."""
         return self._tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens)
 
+    def tokens(self, ids: Sequence[int]) -> list[str]:
+        """The vocabulary entries of token ids (WordPieces: '##' marks a word's continuation)."""
+        return [self._tokenizer.id_to_token(int(i)) for i in ids]
+
     def _encode_long(self, text: str, budget: int) -> list[int]:
         """The ids of a text past the character budget, from a prefix: those of the whole text
         wherever truncation keeps them (the ids past max_length are a prefix's).

@@ -1,5 +1,6 @@
 """What `flaxsent probe` shows and writes: the Markdown summary, probe.json, probe.csv and
-probe.png (a sorted bar chart per template with the spread marked; for pairs, P(a) against P(b))."""
+probe.png (a sorted bar chart per template with the spread marked; for pairs, P(a) against P(b)).
+With --explain, each sentence's attributions (flaxsent/probe/attribution.py) join all three."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import numpy as np
 from flaxsent.errors import ProbeError
 from flaxsent.io import durable
 from flaxsent.io.writers import open_writer
+from flaxsent.probe.attribution import SentenceAttribution
 from flaxsent.probe.run import PairsResult, ProbeResult
 from flaxsent.version import __version__
 
@@ -80,10 +82,12 @@ def _header(kind: str, model: str, labels: tuple[str, ...], label: str) -> dict[
                 timespec="seconds")}
 
 
-def probe_record(result: ProbeResult, model: str) -> dict[str, Any]:
-    """Everything probe.json holds for a template probe: lists, summary, every sentence."""
+def probe_record(result: ProbeResult, model: str,
+                 explained: list[SentenceAttribution] | None = None) -> dict[str, Any]:
+    """Everything probe.json holds for a template probe: lists, summary, every sentence (with
+    its attributions when `explained`)."""
     plan = result.plan
-    return {
+    record = {
         **_header("templates", model, result.labels, result.label),
         "templates": [{"template": t.text, "placeholders": list(t.placeholders)}
                       for t in plan.templates],
@@ -97,11 +101,15 @@ def probe_record(result: ProbeResult, model: str) -> dict[str, Any]:
                        "sentence": s.sentence, "label": s.label, "scores": s.scores}
                       for f, s in zip(plan.sentences, result.scored, strict=True)],
     }
+    for row, a in zip(record["sentences"], explained or (), strict=False):
+        row["explain"] = a.as_dict()
+    return record
 
 
-def probe_rows(result: ProbeResult) -> list[dict[str, Any]]:
+def probe_rows(result: ProbeResult, explained: list[SentenceAttribution] | None = None,
+               ) -> list[dict[str, Any]]:
     """probe.csv's rows: template, a `{NAME}` column per placeholder, sentence, predicted label,
-    and P(label) for every label."""
+    P(label) for every label; with `explained`, the value's attribution and the top words."""
     plan = result.plan
     names = list(plan.lists)
     rows = []
@@ -111,14 +119,19 @@ def probe_rows(result: ProbeResult) -> list[dict[str, Any]]:
         rows.append({"template": t.text, **{f"{{{n}}}": filled.get(n) for n in names},
                      "sentence": s.sentence, "predicted": s.label,
                      **{f"P({k})": s.scores[k] for k in result.labels}})
+    for row, a in zip(rows, explained or (), strict=False):
+        row.update({"value attribution": a.value, "top words": a.top_text(), "gap": a.gap})
     return rows
 
 
-def pairs_record(result: PairsResult, model: str, source: str) -> dict[str, Any]:
+def pairs_record(result: PairsResult, model: str, source: str,
+                 explained: tuple[list[SentenceAttribution], list[SentenceAttribution]]
+                 | None = None) -> dict[str, Any]:
     """Everything probe.json holds for a paired probe: the summary and every pair (sides `a`
-    and `b`, whatever the file's columns are called)."""
+    and `b`, whatever the file's columns are called; each side's attributions when
+    `explained`)."""
     d = result.delta
-    return {
+    record = {
         **_header("pairs", model, result.labels, result.label),
         "pairs_file": source, "columns": list(result.columns),
         "summary": {"n": len(d), "mean_delta": float(d.mean()),
@@ -129,11 +142,17 @@ def pairs_record(result: PairsResult, model: str, source: str) -> dict[str, Any]
                    "scores": [x.scores, y.scores], "delta": float(delta)}
                   for x, y, delta in zip(result.a, result.b, d, strict=True)],
     }
+    if explained:
+        for row, a, b in zip(record["pairs"], *explained, strict=True):
+            row["explain"] = [a.as_dict(), b.as_dict()]
+    return record
 
 
-def pairs_rows(result: PairsResult) -> list[dict[str, Any]]:
+def pairs_rows(result: PairsResult,
+               explained: tuple[list[SentenceAttribution], list[SentenceAttribution]]
+               | None = None) -> list[dict[str, Any]]:
     """probe.csv's rows for pairs: both sentences (`a`, `b`), P(label | side) for every label,
-    the predicted labels and ΔP."""
+    the predicted labels and ΔP; with `explained`, each side's top words."""
     rows = []
     for i, (x, y) in enumerate(zip(result.a, result.b, strict=True)):
         rows.append({"pair": i + 1, "a": x.sentence, "b": y.sentence,
@@ -141,6 +160,9 @@ def pairs_rows(result: PairsResult) -> list[dict[str, Any]]:
                      **{f"P({k} | b)": y.scores[k] for k in result.labels},
                      "predicted a": x.label, "predicted b": y.label,
                      f"delta P({result.label})": float(result.delta[i])})
+    if explained:
+        for row, a, b in zip(rows, *explained, strict=True):
+            row.update({"top words a": a.top_text(), "top words b": b.top_text()})
     return rows
 
 
@@ -154,16 +176,18 @@ def _figure_class() -> Any:
     return Figure
 
 
-def plot_probe(result: ProbeResult, path: Path) -> None:
+def plot_probe(result: ProbeResult, path: Path,
+               explained: list[SentenceAttribution] | None = None) -> None:
     """One panel per group: P(label) per value, sorted, bars coloured by the predicted label,
-    lines at the min and max and the spread between them marked."""
+    lines at the min and max and the spread between them marked; with `explained`, each
+    template's values' own attributions as dots on a second axis."""
     Figure = _figure_class()
     n_max = max(g.stats.n for g in result.groups)
     width = min(max(8.0, 0.12 * n_max + 2.0), 40.0)
     fig = Figure(figsize=(width, 4.6 * len(result.groups)), layout="constrained")
     axes = fig.subplots(len(result.groups), 1, squeeze=False)[:, 0]
     colors = {k: f"C{i}" for i, k in enumerate(result.labels)}
-    for ax, g in zip(axes, result.groups, strict=True):
+    for i, (ax, g) in enumerate(zip(axes, result.groups, strict=True)):
         order = np.argsort(-g.p, kind="stable")
         x = np.arange(g.stats.n)
         ax.bar(x, g.p[order], width=0.8, color=[colors[g.predicted[i]] for i in order])
@@ -188,6 +212,16 @@ def plot_probe(result: ProbeResult, path: Path) -> None:
                ylabel=f"P({result.label})",
                title=f"{g.name}: max {s.max_p:.3f} ({s.max_value}), min {s.min_p:.3f} "
                      f"({s.min_value}), std {s.std:.3f}, n={s.n}")
+        if explained and i < len(result.plan.templates):
+            values = np.array([np.nan if a.value is None else a.value
+                               for f, a in zip(result.plan.sentences, explained, strict=True)
+                               if f.template == i])
+            twin = ax.twinx()
+            dots = twin.plot(x, values[order], "k.", ms=4,
+                             label=f"attribution of the value to P({result.label})")
+            twin.axhline(0, color="black", lw=0.5)
+            twin.set_ylabel("value attribution")
+            handles += dots
         ax.legend(handles=handles, loc="upper right", fontsize="small")
     fig.savefig(path, format="png", dpi=110)
 

@@ -1,0 +1,1 @@
+"""`flaxsent explain`: per-word attributions of a classifier's scores, as JSONL, HTML and PNG."""
