@@ -209,7 +209,7 @@ def hit(name="", path=None):
     paths.append(os.path.relpath(os.fsdecode(path), under) if path is not None else "")
     if at and seen[0] >= at and kind == "enospc" and name not in REMOVALS:  # removals succeed
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
-    if seen[0] == at:
+    if seen[0] == at and kind != "enospc":
         os.kill(os.getpid(), signal.SIGKILL)
 under = os.environ.get("FLAXSENT_FAULT_UNDER", "/")
 if at == 0:
