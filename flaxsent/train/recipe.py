@@ -21,8 +21,8 @@ from flaxsent.errors import TrainError
 if TYPE_CHECKING:
     import optax
 
-# seeds are integers from 0 to 2**32 - 1, as numpy's: the data order is numpy's, and JAX and
-# numpy both refuse or fold other values (a negative seed fails in numpy's shuffle)
+# seeds are integers from 0 to 2**32 - 1, as numpy's: numpy (the data order) refuses a negative
+# seed, and JAX (dropout) folds one onto another (key(-1) is key(2**32 - 1)) or overflows
 SEED_LIMIT = 2**32
 Params = dict[str, Any]  # nnx.to_pure_dict of the model's parameters (nested dicts of arrays)
 
