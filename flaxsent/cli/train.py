@@ -59,7 +59,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help=f"clip the gradient's global norm (default {D.max_grad_norm}, as "
                         "transformers' Trainer; 0 turns it off)")
     r.add_argument("--seed", type=int, default=D.seed,
-                   help=f"data order, dropout and a fresh head (default {D.seed})")
+                   help=f"data order, dropout and a fresh head: 0 to 2**32-1 (default {D.seed})")
     r.add_argument("--grad-accum", type=int, default=D.grad_accum,
                    help=f"split each step into N micro-batches (default {D.grad_accum})")
     r.add_argument("--dtype", default=D.dtype, choices=["float32", "bfloat16"],

@@ -8,17 +8,45 @@ missing column or an unknown label stops the read with one line naming the file 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from flaxsent.errors import LabelledFileError, MetricsError
 from flaxsent.evaluate.metrics import parse_labels
-from flaxsent.io.readers import read_records
+from flaxsent.io.readers import input_format, read_records
+
+
+class LabelledRows(NamedTuple):
+    """A labelled file in memory: its texts, class ids, and each row's line (parquet: row)."""
+
+    texts: list[str]
+    labels: list[int]
+    lines: list[int]
+    unit: str  # "line", or "row" for parquet
 
 
 def iter_labelled(path: str, label_names: Sequence[str], *, text_column: str | None = None,
                   label_column: str = "label", fmt: str | None = None,
                   ) -> Iterator[tuple[str, int]]:
     """(text, class id) per row of a labelled file, in file order."""
+    for text, label, _ in _rows(path, label_names, text_column, label_column, fmt):
+        yield text, label
+
+
+def read_labelled(path: str, label_names: Sequence[str], *, text_column: str | None = None,
+                  label_column: str = "label", fmt: str | None = None) -> LabelledRows:
+    """Every row of a labelled file, for a caller that checks them all before any work
+    (`flaxsent train`): the rows' lines let its messages name them."""
+    rows = LabelledRows([], [], [], "row" if input_format(path, fmt) == "parquet" else "line")
+    for text, label, line in _rows(path, label_names, text_column, label_column, fmt):
+        rows.texts.append(text)
+        rows.labels.append(label)
+        rows.lines.append(line)
+    return rows
+
+
+def _rows(path: str, label_names: Sequence[str], text_column: str | None, label_column: str,
+          fmt: str | None) -> Iterator[tuple[str, int, int]]:
+    """(text, class id, line) per row; the first bad row stops the read with one line."""
     with read_records(path, text_column, fmt) as reader:
         if reader.fmt == "txt":
             raise LabelledFileError(
@@ -35,7 +63,7 @@ def iter_labelled(path: str, label_names: Sequence[str], *, text_column: str | N
                 raise LabelledFileError(f"{reader.where(record.line)}: no {label_column!r} "
                                         "field; choose the label column with --label-column")
             yield record.text, _label(record.extra[label_column], label_names,
-                                      reader.where(record.line))
+                                      reader.where(record.line)), record.line
 
 
 def _label(value: Any, label_names: Sequence[str], where: str) -> int:

@@ -19,6 +19,7 @@ import ctypes
 import errno
 import json
 import os
+import re
 import secrets
 import shutil
 import sys
@@ -38,6 +39,16 @@ def _reason(err: OSError) -> str:
 def _sibling(dst: Path, kind: str) -> Path:
     """A fresh hidden name beside `dst`, e.g. `.model.tmp-1f2e...`."""
     return dst.parent / f".{dst.name}.{kind}-{secrets.token_hex(8)}"
+
+
+_LEFTOVER = re.compile(r"\.(.+)\.(?:tmp|old)-[0-9a-f]{16}")  # a `_sibling` name
+
+
+def leftover_of(name: str) -> str | None:
+    """The name whose durable write a kill left `name` behind for (`.NAME.tmp-HEX`), else
+    None: so a caller that knows the names it writes knows their leftovers too."""
+    match = _LEFTOVER.fullmatch(name)
+    return match[1] if match else None
 
 
 def fsync_folder(folder: str | os.PathLike) -> None:

@@ -3,7 +3,9 @@
 Readers yield one `Record` per input row, lazily, so memory stays bounded whatever the file size.
 A bad row (invalid UTF-8, malformed JSON, a missing or non-string text value) is yielded as a
 `Record` with `error` set, never raised, so the caller applies `--on-error fail|skip`; only
-whole-file problems (missing file, unknown format, no text column) raise `RecordsError`.
+whole-file problems (missing file, unknown format, no text column) raise `RecordsError`. A CSV or
+TSV row with invalid UTF-8 keeps its readable cells in `extra` (None for the others), so results
+still join back to the input by an id column.
 
 Formats, by extension or `fmt`:
   txt      one text per line; only the line terminator (LF or CRLF) is stripped; a blank line is an
@@ -49,6 +51,7 @@ MAX_LINE_BYTES = 512 << 20
 # csv's parser goes through the same states on a run of ordinary characters as on one of them,
 # on a run of delimiters as on one, on a run of quotes as on one or two (the run's parity)
 _CSV_RUNS = re.compile(r'[^",\r\n]+|,+|"+')
+_ESCAPED = re.compile("[\udc80-\udcff]")  # the invalid bytes of a line, surrogate-escaped
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,12 +243,13 @@ def _csv_stand_in(raw: bytes, stream: IO[bytes], fmt: str) -> str:
         piece = stream.readline(_READ_CHUNK)
 
 
-def _csv_lines(stream: IO[bytes], fmt: str, bad: dict[int, str],
+def _csv_lines(stream: IO[bytes], fmt: str, bad: dict[int, tuple[str, bool]],
                counter: list[int]) -> Iterator[str]:
-    """Decoded physical lines for csv.reader; a line that is not UTF-8 is passed on (decoded with
-    replacement, so the parser stays in step) and noted in `bad` so its row is reported, not
-    used; so is a line past MAX_LINE_BYTES, as a short stand-in. `counter[0]` is the number of
-    the last line handed out."""
+    """Decoded physical lines for csv.reader; a line that is not UTF-8 is passed on (its invalid
+    bytes as lone surrogates, so the parser stays in step and the cells without them stay
+    readable) and noted in `bad` (why, and True: its cells are the file's) so its row is
+    reported, not used; so is a line past MAX_LINE_BYTES, as a short stand-in (False: its cells
+    are not the file's). `counter[0]` is the number of the last line handed out."""
     lineno = 0
     while True:
         raw = stream.readline(MAX_LINE_BYTES + 1)
@@ -254,21 +258,26 @@ def _csv_lines(stream: IO[bytes], fmt: str, bad: dict[int, str],
         lineno += 1
         counter[0] = lineno
         if len(raw) > MAX_LINE_BYTES:
-            bad[lineno] = _too_long()
+            bad[lineno] = _too_long(), False
             text = _csv_stand_in(raw, stream, fmt)
         else:
             text, error = _decode(raw, lineno)
             if error is not None:
-                bad[lineno] = error
-                text = raw.decode("utf-8", errors="replace")
+                bad[lineno] = error, True
+                text = raw.decode("utf-8", errors="surrogateescape")
         raw = None
         yield text
+
+
+def _readable(cell: str) -> str | None:
+    """A cell of a line that is not all UTF-8: itself if its bytes were, else None."""
+    return None if _ESCAPED.search(cell) else cell
 
 
 def _read_delimited(stream: IO[bytes], fmt: str, text_column: str | None, where: str,
                     ) -> tuple[list[str], str, Iterator[Record]]:
     """Read the header now (so a missing column fails before any work), then stream the rows."""
-    bad: dict[int, str] = {}
+    bad: dict[int, tuple[str, bool]] = {}
     counter = [0]
     # a field may be as long as a line (csv's default limit is 128 Ki characters)
     csv.field_size_limit(max(csv.field_size_limit(), MAX_LINE_BYTES))
@@ -284,7 +293,7 @@ def _read_delimited(stream: IO[bytes], fmt: str, text_column: str | None, where:
     except csv.Error as err:
         raise RecordsError(f"{where}: cannot read the header row: {err}") from None
     if bad:
-        raise RecordsError(f"{where}: the header row is not valid UTF-8: {bad[min(bad)]}")
+        raise RecordsError(f"{where}: the header row is not valid UTF-8: {bad[min(bad)][0]}")
     column = _pick_column(header, text_column, where)
     index = header.index(column)
     others = [(i, name) for i, name in enumerate(header) if i != index]
@@ -303,8 +312,10 @@ def _read_delimited(stream: IO[bytes], fmt: str, text_column: str | None, where:
                 continue
             last = counter[0]
             errors = [bad.pop(n) for n in range(first, last + 1) if n in bad]
-            if errors:
-                yield Record(first, None, {}, errors[0])
+            if errors:  # the cells that are whole UTF-8 still travel, so results join back
+                extra = {name: _readable(row[i]) if i < len(row) else None
+                         for i, name in others} if all(ok for _, ok in errors) else {}
+                yield Record(first, None, extra, errors[0][0])
             elif not row:
                 continue  # a blank line
             elif len(row) <= index:

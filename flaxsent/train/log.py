@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from flaxsent.errors import TrainError
 from flaxsent.io import durable
 
 METRICS = "metrics.jsonl"
 CURVES = "curves.png"
+TENSORBOARD = "tensorboard"  # the event files' folder (--tensorboard)
 
 
 class TrainLog:
@@ -29,7 +29,7 @@ class TrainLog:
             except ImportError:
                 raise ImportError("--tensorboard needs tensorboardX: pip install "
                                   "'flaxsent[tensorboard]'") from None
-            self._writer = SummaryWriter(str(out / "tensorboard"))
+            self._writer = SummaryWriter(str(out / TENSORBOARD))
 
     @staticmethod
     def truncate_after(out: Path, step: int) -> None:
@@ -46,7 +46,7 @@ class TrainLog:
                 continue
             if record.get("step", 0) <= step:
                 kept.append(line)
-        durable.write_text(path, "".join(k + "\n" for k in kept), error=TrainError)
+        durable.write_text(path, "".join(k + "\n" for k in kept))
 
     def write(self, record: dict[str, Any]) -> None:
         """One record: {'kind': 'step' | 'eval', 'step': N, ...numbers}."""

@@ -11,13 +11,17 @@ ends with. The output folder is an ordinary flaxsent checkpoint, plus `metrics.j
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import logging
 import math
+import re
 import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +31,20 @@ import numpy as np
 from flaxsent.core import checkpoint as ckpt
 from flaxsent.core.classifier import default_precision
 from flaxsent.core.plan import StepPlan
-from flaxsent.core.tokenizer import TextTokenizer
-from flaxsent.errors import TrainError
-from flaxsent.evaluate.labelled import iter_labelled
+from flaxsent.core.tokenizer import TOKENIZER_FILES, TextTokenizer
+from flaxsent.errors import CheckpointError, TrainError, WriteError
+from flaxsent.evaluate.labelled import read_labelled
 from flaxsent.io import durable
 from flaxsent.io import run_record as fingerprint
-from flaxsent.train.log import TrainLog, plot_curves
+from flaxsent.train.log import CURVES, METRICS, TENSORBOARD, TrainLog, plot_curves
 from flaxsent.train.recipe import Recipe, TrainOptions
 from flaxsent.train.step import TrainStep
 
 RUN_INFO = "run.json"
 STATE_DIR = "train_state"
+# what a training run writes in --out; --force removes these and nothing else
+OWN_FILES = frozenset({RUN_INFO, STATE_DIR, ckpt.CONFIG, ckpt.FLAX_WEIGHTS, METRICS, CURVES,
+                       TENSORBOARD, *TOKENIZER_FILES})
 
 
 @dataclasses.dataclass
@@ -56,16 +63,15 @@ class TrainResult:
 
 
 def train(opts: TrainOptions) -> TrainResult:
-    """Run (or resume) a training run; see the module docstring."""
+    """Run (or resume) a training run; see the module docstring. Every option and input file is
+    checked before the first write: a refused run leaves `--out` as it was."""
     started = time.perf_counter()
     opts.check()
     out = Path(opts.out).expanduser()
     source = ckpt.resolve_source(opts.model)
-    _prepare_out(out, opts)
+    _check_out(out, source, opts)
     with tempfile.TemporaryDirectory(prefix="flaxsent-train-") as tmp:
         start_folder = _start_checkpoint(source, opts, Path(tmp))
-        run_info = _run_info(opts, source, start_folder)
-        _check_or_record(out, run_info, opts.resume)
         cfg = ckpt.read_config(start_folder)
         if opts.label_names:
             if len(opts.label_names) != cfg.num_labels:
@@ -74,9 +80,15 @@ def train(opts: TrainOptions) -> TrainResult:
             cfg = cfg.replace(labels=tuple(opts.label_names))
         tokenizer = TextTokenizer.from_folder(start_folder).with_max_length(
             min(opts.max_length, cfg.max_position_embeddings))
+        ids, labels = _read_examples("--data", opts.data, tokenizer, cfg.labels, opts)
+        if opts.eval:  # scored at each epoch's end: its labels and texts are checked now
+            _read_examples("--eval", opts.eval, tokenizer, cfg.labels, opts)
         model = ckpt.load_model(start_folder, dtype=opts.dtype, param_dtype="float32")
-        ids, labels = _read_examples(opts.data, tokenizer, cfg.labels, opts)
         trainer = _Run(opts, out, model, tokenizer, cfg, ids, labels)
+        run_info = _run_info(opts, source)
+        if not opts.resume:  # every input is usable: the first write
+            _clear_out(out)
+        _check_or_record(out, run_info, opts.resume)
         result = trainer.run()
     result.seconds = time.perf_counter() - started
     return result
@@ -104,6 +116,7 @@ class _Run:
                                    self.step_fn.n_devices, packed=opts.packed)
         self.schedule = recipe.schedule()
         self.key = jax.random.key(opts.seed)
+        self.manager = None  # the train state's orbax CheckpointManager, once `run` opens it
 
     def order(self, epoch: int) -> np.ndarray:
         """The examples of an epoch in training order: shuffled by (seed, epoch), or as read."""
@@ -121,19 +134,23 @@ class _Run:
     def run(self) -> TrainResult:
         import orbax.checkpoint as ocp
         params, opt_state = self.step_fn.init(self.model)
-        manager = ocp.CheckpointManager(
-            (self.out / STATE_DIR).resolve(),
-            options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True,
-                                                 enable_async_checkpointing=False))
+        state_dir = (self.out / STATE_DIR).resolve()
+        with self._storing(state_dir, tensorstore=True):
+            self.manager = ocp.CheckpointManager(
+                state_dir, options=ocp.CheckpointManagerOptions(
+                    max_to_keep=2, create=True, enable_async_checkpointing=False))
+        manager = self.manager
         start = 0
         if self.opts.resume and manager.latest_step() is not None:
             start = int(manager.latest_step())
             abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, (params, opt_state))
             params, opt_state = manager.restore(start, args=ocp.args.StandardRestore(abstract))
             params, opt_state = jax.device_put((params, opt_state), self.step_fn.replicated)
-        self._save_config()
-        TrainLog.truncate_after(self.out, start)
-        log = TrainLog(self.out, tensorboard=self.opts.tensorboard)
+        with self._storing(self.out):
+            self._save_config()
+        with self._storing(self.out / METRICS):
+            TrainLog.truncate_after(self.out, start)
+            log = TrainLog(self.out, tensorboard=self.opts.tensorboard)
         bar = _progress(self.total, start, self.opts.progress)
         last_loss, last_eval = math.nan, None
         try:
@@ -153,34 +170,74 @@ class _Run:
                 last_loss = loss
                 seconds = time.perf_counter() - tick
                 n = len(self.step_examples(step))
-                log.write({"kind": "step", "step": step + 1, "epoch": step // self.steps_per_epoch,
-                           "loss": loss, "grad_norm": norm,
-                           "learning_rate": float(self.schedule(step)),
-                           "examples_per_s": n / seconds, "real_tokens_per_s": tokens / seconds})
+                with self._storing(self.out / METRICS):
+                    log.write({"kind": "step", "step": step + 1,
+                               "epoch": step // self.steps_per_epoch, "loss": loss,
+                               "grad_norm": norm, "learning_rate": float(self.schedule(step)),
+                               "examples_per_s": n / seconds,
+                               "real_tokens_per_s": tokens / seconds})
                 bar.update()
                 bar.set_postfix(loss=f"{loss:.4f}", lr=f"{float(self.schedule(step)):.2e}",
                                 ex_s=f"{n / seconds:.0f}")
                 done = step + 1
                 epoch_end = done % self.steps_per_epoch == 0 or done == self.total
                 if done % self.opts.save_every == 0 or epoch_end:
-                    manager.save(done, args=ocp.args.StandardSave((params, opt_state)))
+                    with self._storing(state_dir / str(done), tensorstore=True):
+                        manager.save(done, args=ocp.args.StandardSave((params, opt_state)))
                 if epoch_end and self.opts.eval:
                     last_eval = self._evaluate(params)
-                    log.write({"kind": "eval", "step": done,
-                               "epoch": (done - 1) // self.steps_per_epoch,
-                               **{k: v for k, v in last_eval.items()
-                                  if isinstance(v, (int, float)) and v is not None}})
+                    with self._storing(self.out / METRICS):
+                        log.write({"kind": "eval", "step": done,
+                                   "epoch": (done - 1) // self.steps_per_epoch,
+                                   **{k: v for k, v in last_eval.items()
+                                      if isinstance(v, (int, float)) and v is not None}})
+            with self._storing(self.out / ckpt.FLAX_WEIGHTS):
+                self._save_model(params)
+            with self._storing(self.out / CURVES):
+                plot_curves(self.out, f"flaxsent train: {Path(self.opts.model).name} on "
+                                      f"{Path(self.opts.data).name}")
         finally:
             bar.close()
             log.close()
             manager.close()
-        self._save_model(params)
-        plot_curves(self.out, f"flaxsent train: {Path(self.opts.model).name} on "
-                              f"{Path(self.opts.data).name}")
         return TrainResult(out=self.out, steps=self.total, examples=len(self.ids),
                            final_loss=last_loss, eval_metrics=last_eval, seconds=0.0,
                            resumed_from=start, compiled_shapes=self.step_fn.compiled_shapes,
                            plan_shapes=self.plan.shapes())
+
+    @contextlib.contextmanager
+    def _storing(self, path: Path, *, tensorstore: bool = False) -> Iterator[None]:
+        """A storage failure in the block (a full disk, a lost mount: an OSError, a write error
+        of flaxsent's writers or safetensors', and with `tensorstore` the ValueErrors orbax's
+        tensorstore raises, e.g. OUT_OF_RANGE) as one line naming `path` and saying what
+        --resume will do; never a traceback."""
+        try:
+            with _orbax_logs_held() if tensorstore else contextlib.nullcontext():
+                yield
+        except (WriteError, CheckpointError) as e:  # already "cannot write PATH: reason"
+            raise TrainError(f"{e}; {self._resume_advice()}") from None
+        except OSError as e:
+            where = e.filename or path
+            raise TrainError(f"cannot write {where}: {e.strerror or e}; "
+                             f"{self._resume_advice()}") from None
+        except ValueError as e:
+            if not tensorstore:
+                raise
+            raise TrainError(f"cannot write {path}: {_first_line(e)}; "
+                             f"{self._resume_advice()}") from None
+
+    def _resume_advice(self) -> str:
+        """What --resume will do after a failure now: continue from the last complete save, as
+        it finds it on disk, or start again."""
+        saved = None
+        if self.manager is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self.manager.reload()  # the saves on disk now, as a resumed run lists them
+            saved = self.manager.latest_step()
+        if saved is None:
+            return "no train state was saved yet: --resume starts the run again from step 0"
+        return (f"the last complete save is step {saved} in {self.out / STATE_DIR}: --resume "
+                "continues from it")
 
     def _update(self, params, opt_state, step: int):
         """One optimizer step over its micro-batches: params, state, mean loss, mean gradient
@@ -215,15 +272,43 @@ class _Run:
         so the weights, which `_save_model` replaces in one atomic step at the end, never sit
         beside another save's config: after a kill the folder holds this run's config and
         tokenizer with no weights, or with the final ones."""
-        durable.write_json(self.out / ckpt.CONFIG, self.cfg.to_hf_dict(), error=TrainError)
+        durable.write_json(self.out / ckpt.CONFIG, self.cfg.to_hf_dict())
         self.tokenizer.save(self.out)
 
     def _save_model(self, params) -> None:
         """flax_model.safetensors (float32), replaced atomically and durably (see
         `_save_config` for why config.json is not written here)."""
         flat = ckpt.params_of(self.step_fn.model(params))
-        with durable.replacing(self.out / ckpt.FLAX_WEIGHTS, error=TrainError) as tmp:
+        with durable.replacing(self.out / ckpt.FLAX_WEIGHTS) as tmp:
             ckpt.save_flax_weights(tmp, flat)
+
+
+def _first_line(error: Exception) -> str:
+    """An error's first line without tensorstore's trailing notes ([os_error_code=...],
+    [source locations=...])."""
+    text = str(error).strip()
+    return re.sub(r"( \[[\w ]+=[^\]]*\])+$", "", text.splitlines()[0] if text else
+                  type(error).__name__)
+
+
+@contextlib.contextmanager
+def _orbax_logs_held() -> Iterator[None]:
+    """Orbax's log records held back during the block and passed on only if it succeeds: a
+    failed save is flaxsent's one line, not the traceback orbax's worker thread logs first."""
+    logger = logging.getLogger("absl")  # orbax logs through absl's logger
+    held: list[logging.LogRecord] = []
+
+    def hold(record: logging.LogRecord) -> bool:
+        held.append(record)
+        return False
+
+    logger.addFilter(hold)
+    try:
+        yield
+    finally:
+        logger.removeFilter(hold)
+    for record in held:
+        logger.handle(record)
 
 
 def _progress(total: int, initial: int, enabled: bool):
@@ -232,25 +317,53 @@ def _progress(total: int, initial: int, enabled: bool):
                 disable=not enabled, desc="train")
 
 
-def _prepare_out(out: Path, opts: TrainOptions) -> None:
-    """A fresh folder, a replaced earlier run (--force) or the run to continue (--resume)."""
+def _check_out(out: Path, source: Path, opts: TrainOptions) -> None:
+    """Refuse an --out no run may write, before anything is read or written: not a folder; the
+    --model folder or a folder holding it or the --data or --eval file; an earlier run without
+    --resume or --force; --resume where there is no run; --force over files a run never writes
+    (another tool's, or a run of flaxsent's own inputs)."""
     if out.exists() and not out.is_dir():
         raise TrainError(f"--out {out}: exists and is not a folder")
-    existing = out.is_dir() and any(out.iterdir())
+    target = out.resolve()
+    for flag, path in (("--model", source), ("--data", opts.data), ("--eval", opts.eval)):
+        if path is not None and (target == Path(path).resolve() or
+                                 target in Path(path).resolve().parents):
+            raise TrainError(f"--out {out} is the {flag} {path} or holds it, and a run writes "
+                             "(with --force: replaces) what is there: choose another folder")
     if opts.resume:
         if not (out / RUN_INFO).is_file():
             raise TrainError(f"--resume: {out} holds no training run to continue (no "
                              f"{RUN_INFO}); start it without --resume")
         return
-    if existing and not opts.force:
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not opts.force:
         raise TrainError(f"--out {out} already exists: pass --resume to continue its run, "
                          "--force to replace it, or choose another folder")
-    if existing:
-        if not (out / RUN_INFO).is_file():
-            raise TrainError(f"--force: {out} is not a flaxsent training output (no "
-                             f"{RUN_INFO}); refusing to delete it")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if not (out / RUN_INFO).is_file():
+        raise TrainError(f"--force: {out} is not a flaxsent training output (no "
+                         f"{RUN_INFO}); refusing to delete it")
+    foreign = sorted(p.name for p in out.iterdir()
+                     if (durable.leftover_of(p.name) or p.name) not in OWN_FILES)
+    if foreign:
+        raise TrainError(f"--force: {out} holds files no training run writes "
+                         f"({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}); "
+                         "refusing to delete them: choose another --out, or move them away")
+
+
+def _clear_out(out: Path) -> None:
+    """An empty --out, the files of an earlier run removed (`_check_out` allowed only those)."""
+    try:
+        if out.is_dir():
+            for entry in out.iterdir():
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise TrainError(f"--out {out}: cannot clear or create it "
+                         f"({e.strerror or e})") from None
 
 
 def _start_checkpoint(source: Path, opts: TrainOptions, tmp: Path) -> Path:
@@ -267,7 +380,8 @@ def _start_checkpoint(source: Path, opts: TrainOptions, tmp: Path) -> Path:
     return tmp / "start"
 
 
-def _run_info(opts: TrainOptions, source: Path, start: Path) -> dict[str, Any]:
+def _run_info(opts: TrainOptions, source: Path) -> dict[str, Any]:
+    """What the run depends on (run.json): its options and its model and files' identities."""
     info = {"options": opts.depends_on(), "model": fingerprint.model_identity(source),
             "data": fingerprint.file_identity(opts.data)}
     if opts.eval:
@@ -295,21 +409,27 @@ def _run_differences(recorded: dict[str, Any], current: dict[str, Any]) -> list[
                                                                      sort_keys=True)]
 
 
-def _read_examples(path: str, tokenizer: TextTokenizer, label_names: tuple[str, ...],
-                   opts: TrainOptions) -> tuple[list[np.ndarray], np.ndarray]:
-    """Token ids (truncated to max_length) and class ids of every row of the training file."""
+def _read_examples(flag: str, path: str, tokenizer: TextTokenizer,
+                   label_names: tuple[str, ...], opts: TrainOptions,
+                   ) -> tuple[list[np.ndarray], np.ndarray]:
+    """Token ids (truncated to max_length) and class ids of every row of a labelled file; a
+    bad label, or a row with no text to learn from, is refused naming its file and line."""
     if not Path(path).is_file():
-        raise TrainError(f"--data {path}: no such file")
-    texts, labels = [], []
-    for text, label in iter_labelled(path, label_names, text_column=opts.text_column,
-                                     label_column=opts.label_column):
-        texts.append(text)
-        labels.append(label)
-    if not texts:
-        raise TrainError(f"--data {path}: holds no labelled examples")
+        raise TrainError(f"{flag} {path}: no such file")
+    rows = read_labelled(path, label_names, text_column=opts.text_column,
+                         label_column=opts.label_column)
+    if not rows.texts:
+        raise TrainError(f"{flag} {path}: holds no labelled examples")
     ids: list[np.ndarray] = []
-    for start in range(0, len(texts), 4096):
-        chunk, _ = tokenizer.encode_batch(texts[start:start + 4096], truncation=True,
+    for start in range(0, len(rows.texts), 4096):
+        chunk, _ = tokenizer.encode_batch(rows.texts[start:start + 4096], truncation=True,
                                           offset=start)
         ids.extend(np.asarray(x, np.int32) for x in chunk)
-    return ids, np.asarray(labels, np.int32)
+    # [CLS] [SEP] alone: the text was empty, whitespace or nothing the tokenizer keeps
+    empty = [line for line, x in zip(rows.lines, ids, strict=True) if len(x) <= 2]
+    if empty:
+        shown = ", ".join(map(str, empty[:10])) + (", ..." if len(empty) > 10 else "")
+        raise TrainError(f"{flag} {path}: {len(empty)} example(s) with no text (empty or only "
+                         f"whitespace), {rows.unit}(s) {shown}: a model would learn their label "
+                         "from nothing; remove them or give them text")
+    return ids, np.asarray(rows.labels, np.int32)

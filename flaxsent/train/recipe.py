@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from flaxsent.errors import TrainError
@@ -21,6 +21,9 @@ from flaxsent.errors import TrainError
 if TYPE_CHECKING:
     import optax
 
+# seeds are integers from 0 to 2**32 - 1, as numpy's: numpy (the data order) refuses a negative
+# seed, and JAX (dropout) folds one onto another (key(-1) is key(2**32 - 1)) or overflows
+SEED_LIMIT = 2**32
 Params = dict[str, Any]  # nnx.to_pure_dict of the model's parameters (nested dicts of arrays)
 
 
@@ -121,32 +124,56 @@ class TrainOptions:
     tensorboard: bool = False
 
     def check(self) -> None:
-        """One-line errors for values no run can use."""
-        positive = {"batch_size": self.batch_size, "epochs": self.epochs,
-                    "max_length": self.max_length, "grad_accum": self.grad_accum,
-                    "save_every": self.save_every}
-        for name, value in positive.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise TrainError(f"--{name.replace('_', '-')} {value!r}: must be a positive "
-                                 "integer")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise TrainError(f"--max-steps {self.max_steps}: must be a positive integer")
-        if self.warmup_steps < 0:
-            raise TrainError(f"--warmup-steps {self.warmup_steps}: must be 0 or more")
-        if not self.learning_rate > 0 or not math.isfinite(self.learning_rate):
-            raise TrainError(f"--learning-rate {self.learning_rate}: must be a positive number")
-        if not self.weight_decay >= 0:
-            raise TrainError(f"--weight-decay {self.weight_decay}: must be 0 or more")
+        """One-line errors for values no run can use, before any work: every number in its
+        range (nan and inf refused), every label name given."""
+        for name, low in (("batch_size", 1), ("epochs", 1), ("max_length", 3),
+                          ("grad_accum", 1), ("save_every", 1), ("warmup_steps", 0)):
+            _integer(name, getattr(self, name), low)
+        _integer("seed", self.seed, 0, SEED_LIMIT - 1)
+        for name, low in (("max_steps", 1), ("devices", 1), ("num_labels", 2)):
+            if getattr(self, name) is not None:
+                _integer(name, getattr(self, name), low)
+        _number("learning_rate", self.learning_rate, "a finite positive number",
+                lambda x: x > 0)
+        _number("weight_decay", self.weight_decay, "a finite number, 0 or more",
+                lambda x: x >= 0)
+        if self.max_grad_norm is not None:
+            _number("max_grad_norm", self.max_grad_norm,
+                    "a finite positive number (0 on the command line, None in TrainOptions, turns "
+                    "clipping off)", lambda x: x > 0)
         if self.batch_size % self.grad_accum:
             raise TrainError(f"--batch-size {self.batch_size} does not split into "
                              f"--grad-accum {self.grad_accum} equal micro-batches")
         if self.dtype not in ("float32", "bfloat16"):
             raise TrainError(f"--dtype {self.dtype!r}: choose float32 or bfloat16")
-        if self.max_length < 3:
-            raise TrainError("--max-length must be at least 3 ([CLS], a token, [SEP])")
+        if self.label_names is not None and (
+                not all(n.strip() for n in self.label_names)
+                or len(set(self.label_names)) != len(self.label_names)):
+            raise TrainError(f"--label-names {','.join(self.label_names)}: give each label a "
+                             "distinct, non-empty name")
 
     def depends_on(self) -> dict[str, Any]:
         """The options that change what a run computes (recorded for --resume)."""
         skip = {"out", "resume", "force", "progress", "save_every", "tensorboard", "model",
                 "data", "eval"}
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _integer(name: str, value: Any, low: int, high: int | None = None) -> None:
+    """A TrainError unless `value` is an integer from `low` (to `high`)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (
+            high is not None and value > high):
+        wanted = (f"an integer from {low} to {high}" if high is not None
+                  else "a positive integer" if low == 1 else f"an integer, {low} or more")
+        raise TrainError(f"{_flag(name)} {value!r}: must be {wanted}")
+
+
+def _number(name: str, value: Any, wanted: str, ok: Callable[[float], bool]) -> None:
+    """A TrainError unless `value` is a finite number for which `ok` holds."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            not math.isfinite(value) or not ok(value):
+        raise TrainError(f"{_flag(name)} {value!r}: must be {wanted}")

@@ -11,114 +11,17 @@ merge gives the single-process output.
 
 from __future__ import annotations
 
-import ast
-import os
 import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from flaxsent.core.classifier import Classifier
 from flaxsent.predict import run as predict
-from tests.helpers import ROOT, texts
-
-# SIGKILL at the FLAXSENT_FAULT'th event: "fs:K" counts file-system steps on paths under
-# FLAXSENT_FAULT_UNDER (audit events fire before the step is taken), "fsync:K" counts fsyncs
-# (after each is done). K = 0 counts only, printing "fault events: N" on stderr at exit.
-FAULTY_CLI = r"""
-import atexit, os, signal, sys
-kind, _, at = os.environ["FLAXSENT_FAULT"].partition(":")
-at, seen, names = int(at), [0], []
-def hit(name=""):
-    seen[0] += 1
-    names.append(name)
-    if seen[0] == at:
-        os.kill(os.getpid(), signal.SIGKILL)
-if at == 0:
-    atexit.register(lambda: print(f"fault events: {seen[0]} {names}", file=sys.stderr))
-if kind == "fs":
-    under = os.environ["FLAXSENT_FAULT_UNDER"]
-    STEPS = {"os.mkdir", "os.rename", "os.remove", "os.rmdir", "os.chmod", "os.truncate",
-             "shutil.copyfile", "shutil.rmtree", "shutil.move"}
-    def ours(args):
-        return any(isinstance(a, (str, os.PathLike)) and os.fspath(a).startswith(under)
-                   for a in args)
-    def audit(event, args):
-        if event == "open" and ours(args[:1]):
-            mode, flags = args[1], args[2]
-            if (any(c in mode for c in "wax+") if isinstance(mode, str)
-                    else flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT)):
-                hit(f"open {os.path.basename(args[0])}")
-        elif event in STEPS and ours(args):
-            hit(event)
-    sys.addaudithook(audit)
-else:
-    fsync = os.fsync
-    def counted(fd):
-        fsync(fd)
-        hit()
-    os.fsync = counted
-from flaxsent.cli import main
-sys.exit(main())
-"""
-
-
-def _command(argv: list[str], fault: str | None, under: Path | None,
-             file_size: int | None = None) -> tuple[list[str], dict[str, str]]:
-    """The command line and environment of `flaxsent ARGV`, under FAULTY_CLI with a `fault`,
-    with RLIMIT_FSIZE at `file_size` bytes (set in the child: no preexec_fn, whose fork in a
-    process running JAX's threads is unsafe)."""
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
-    code = "import sys; from flaxsent.cli import main; sys.exit(main())"
-    if fault is not None:
-        code = FAULTY_CLI
-        env["FLAXSENT_FAULT"] = fault
-        env["FLAXSENT_FAULT_UNDER"] = str(under or "/")
-    if file_size is not None:
-        code = (f"import resource; resource.setrlimit(resource.RLIMIT_FSIZE, "
-                f"({file_size}, {file_size}))\n{code}")
-    return [sys.executable, "-c", code, *argv], env
-
-
-def run_cli(argv: list[str], *, fault: str | None = None, under: Path | None = None,
-            file_size: int | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    """`flaxsent ARGV` run to its end (or its fault) in a subprocess."""
-    args, env = _command(argv, fault, under, file_size)
-    return subprocess.run(args, env=env, capture_output=True, timeout=timeout)
-
-
-def kill_after(argv: list[str], seconds: float) -> None:
-    """`flaxsent ARGV` in a subprocess, SIGKILLed after `seconds` wherever it then is."""
-    args, env = _command(argv, None, None)
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(seconds)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-
-
-def fault_events(result: subprocess.CompletedProcess) -> list[str]:
-    """The events a counting run (fault "KIND:0") saw, in order."""
-    assert result.returncode == 0, result.stderr.decode()
-    count, names = result.stderr.decode().rsplit("fault events: ", 1)[1].split(" ", 1)
-    names = ast.literal_eval(names.strip())
-    assert len(names) == int(count)
-    return names
-
-
-def one_line_error(result: subprocess.CompletedProcess) -> str:
-    err = result.stderr.decode()
-    assert result.returncode == 2, err
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
-    return err
-
-
-def killed(result: subprocess.CompletedProcess) -> None:
-    assert result.returncode == -signal.SIGKILL, result.stderr.decode()
-
+from tests.helpers import fault_events, kill_after, killed, one_line_error, run_cli, texts
 
 # -------------------------------------------------------------------------------------- convert
 

@@ -117,6 +117,24 @@ def test_replacing_fsyncs_what_a_path_writer_wrote_and_moves_it_in(tmp_path, fsy
     assert fsyncs == [("file", path.stat().st_ino), ("folder", tmp_path.stat().st_ino)]
 
 
+def test_a_killed_writes_leftover_names_the_file_it_was_for(tmp_path, monkeypatch):
+    """What a kill between the temporary file's creation and its move leaves is recognised as
+    the target's, so a caller that knows its file names knows their leftovers."""
+    class Killed(BaseException):
+        pass
+
+    def killed(src, dst):
+        raise Killed  # stands in for a kill: the move never happens
+    monkeypatch.setattr(os, "replace", killed)
+    monkeypatch.setattr(os, "remove", lambda path: None)  # and nothing is cleaned up
+    with pytest.raises(Killed):
+        durable.write_text(tmp_path / "run.json", "{}")
+    (leftover,) = [p.name for p in tmp_path.iterdir()]
+    assert durable.leftover_of(leftover) == "run.json"
+    assert durable.leftover_of("run.json") is None
+    assert durable.leftover_of(".run.json.tmp-xyz") is None
+
+
 def test_replacing_keeps_the_old_file_when_the_block_fails(tmp_path):
     path = tmp_path / "weights.bin"
     path.write_bytes(b"old")

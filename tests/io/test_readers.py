@@ -164,6 +164,27 @@ def test_csv_bad_rows(tmp_path):
     assert "invalid UTF-8" in records[2].error
 
 
+@pytest.mark.parametrize("ext", ["csv", "tsv"])
+def test_a_row_with_invalid_bytes_keeps_its_readable_cells(tmp_path, ext):
+    """The row is still an error, but its id (and every cell that is whole UTF-8) travels, so
+    results join back to the input by id; a cell holding the bad bytes is None."""
+    sep = b"," if ext == "csv" else b"\t"
+    rows = [[b"id", b"text", b"note"], [b"1", b"\xff\xfe bad", b"ok \xe2\x9c\x93"],
+            [b"2", b"fine", b"caf\xe9"], [b"3", b"good", b"x"]]
+    records = _read(_write(tmp_path / f"in.{ext}", b"".join(sep.join(r) + b"\n" for r in rows)))
+    assert [(r.line, r.text, r.extra) for r in records] == [
+        (2, None, {"id": "1", "note": "ok \u2713"}), (3, None, {"id": "2", "note": None}),
+        (4, "good", {"id": "3", "note": "x"})]
+    assert all("invalid UTF-8" in r.error for r in records[:2])
+
+
+def test_a_quoted_multiline_row_with_invalid_bytes_keeps_its_readable_cells(tmp_path):
+    data = b'id,text\n7,"line one\nbad \xff here"\n8,next\n'
+    records = _read(_write(tmp_path / "in.csv", data))
+    assert [(r.line, r.text, r.extra) for r in records] == [(2, None, {"id": "7"}),
+                                                            (4, "next", {"id": "8"})]
+
+
 def test_csv_missing_column_is_a_whole_file_error_naming_the_columns(tmp_path):
     path = _write(tmp_path / "in.csv", b"id,review\n1,x\n")
     with pytest.raises(RecordsError, match="'id', 'review'.*--text-column"):

@@ -436,3 +436,15 @@ def test_csv_output_neutralises_formulas_unless_told_not_to(tiny_flax, tmp_path)
         assert cli(["--model", str(tiny_flax), str(src), "-o", str(out), "--no-progress",
                     *flag]) == 0
         assert [r["id"] for r in read_output(out)] == want
+
+
+@pytest.mark.parametrize("fmt_out", ["jsonl", "csv"])
+def test_a_csv_row_with_invalid_bytes_comes_back_as_an_error_with_its_id(clf, tmp_path,
+                                                                         fmt_out):
+    src = tmp_path / "in.csv"
+    src.write_bytes(b"id,text\n0,a good film\n1,\xff\xfe broken\n2,dull\n")
+    out = tmp_path / f"out.{fmt_out}"
+    predict.predict_file(clf, str(src), str(out), on_error="skip", progress=False)
+    got = read_output(out)
+    assert [str(r["id"]) for r in got] == ["0", "1", "2"]
+    assert "invalid UTF-8" in got[1]["error"] and not got[1]["label"]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +19,7 @@ import pytest
 from flaxsent import Classifier
 from flaxsent.core import checkpoint as ckpt
 from flaxsent.errors import FlaxsentError, TrainError
-from flaxsent.train.loop import train
+from flaxsent.train.loop import RUN_INFO, train
 from flaxsent.train.recipe import TrainOptions
 from tests.helpers import WORDS, build_hf_checkpoint
 
@@ -139,11 +142,110 @@ def test_resume_after_sigkill_ends_bit_identical(tiny_hf, tmp_path):
     ("sentence\tlabel\nfine\t1\nbad\tmaybe\n", r"line 3: label 'maybe' is not a class"),
     ("sentence\tlabel\n" + "ok\t1\n" * 5, "5 example\\(s\\), fewer than one batch of 16"),
 ])
-def test_bad_data_is_one_clear_error(tiny_hf, tmp_path, content, match):
+def test_bad_data_is_one_clear_error_before_any_write(tiny_hf, tmp_path, content, match):
     data = tmp_path / "bad.tsv"
     data.write_text(content, encoding="utf-8")
     with pytest.raises(FlaxsentError, match=match):
         train(_options(tiny_hf, tmp_path, data=str(data)))
+    assert not (tmp_path / "out").exists()  # no run.json to block a plain rerun
+
+
+@pytest.mark.parametrize("flag", ["data", "eval"])
+def test_rows_without_text_are_refused_naming_their_lines_before_any_write(tiny_hf, tmp_path,
+                                                                            flag):
+    """An empty or whitespace-only text would be trained (or scored) as [CLS] [SEP] with a
+    label: every such row is named, the file's lines counted from its header."""
+    bad = tmp_path / f"{flag}-bad.tsv"
+    rows = ["sentence\tlabel", "a good film\t1", "\t0", "dull\t0", " \u3000 \t1", "fun\t1"]
+    bad.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    with pytest.raises(TrainError, match=rf"--{flag} {re.escape(str(bad))}: 2 example\(s\) "
+                                         r"with no text \(empty or only whitespace\), "
+                                         r"line\(s\) 3, 5: .*remove them"):
+        train(_options(tiny_hf, tmp_path, **{flag: str(bad)}))
+    assert not (tmp_path / "out").exists()
+
+
+def test_eval_labels_are_checked_before_training_and_the_fixed_file_then_runs(tiny_hf,
+                                                                              tmp_path):
+    """A bad --eval label used to end the run at the first epoch's end, and the fixed file was
+    then refused by the run record: now nothing is trained or written until it is fixed."""
+    opts = _options(tiny_hf, tmp_path, max_steps=2)
+    dev = Path(opts.eval)
+    good = dev.read_text(encoding="utf-8")
+    lines = good.splitlines()
+    lines[2] = lines[2].rsplit("\t", 1)[0] + "\tmaybe"
+    dev.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(FlaxsentError,
+                       match=rf"{re.escape(str(dev))}, line 3: label 'maybe' is not a class"):
+        train(opts)
+    assert not Path(opts.out).exists()
+    dev.write_text(good, encoding="utf-8")
+    result = train(opts)  # the same command, no --resume or --force
+    assert result.steps == 2 and result.eval_metrics is not None
+
+
+def _tree(folder: Path) -> dict[str, bytes | None]:
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None
+            for p in sorted(folder.rglob("*"))}
+
+
+@pytest.fixture
+def earlier_run(tiny_hf, tmp_path) -> TrainOptions:
+    """The options of a finished one-step run in tmp_path/out."""
+    opts = _options(tiny_hf, tmp_path, max_steps=1)
+    train(opts)
+    return opts
+
+
+def test_force_replaces_an_earlier_run_and_its_leftovers(earlier_run):
+    out = Path(earlier_run.out)
+    (out / f".{ckpt.FLAX_WEIGHTS}.tmp-0123456789abcdef").write_bytes(b"a killed write's")
+    (out / "metrics.jsonl").write_text("{}\n")
+    result = train(dataclasses.replace(earlier_run, force=True))
+    assert result.steps == 1
+    assert not list(out.glob(".*")) and len((out / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_force_refuses_a_run_folder_holding_files_no_run_writes(earlier_run):
+    out = Path(earlier_run.out)
+    (out / "notes.txt").write_text("mine")
+    (out / "more").mkdir()
+    before = _tree(out)
+    with pytest.raises(TrainError, match=r"--force: .*out holds files no training run writes "
+                                         r"\(more, notes\.txt\); refusing to delete them"):
+        train(dataclasses.replace(earlier_run, force=True))
+    assert _tree(out) == before
+
+
+@pytest.mark.parametrize("inside", ["model", "data", "eval"])
+def test_out_may_not_be_or_hold_an_input_even_with_force(earlier_run, tmp_path, inside):
+    """Fine-tuning a trained folder in place would delete the model before reading it; a data
+    file inside --out would go with it."""
+    out = Path(earlier_run.out)
+    if inside == "model":  # the earlier run's output is a checkpoint: train it again, in place
+        opts = dataclasses.replace(earlier_run, model=str(out), force=True)
+    else:
+        moved = out / f"{inside}.tsv"
+        shutil.copy(getattr(earlier_run, inside), moved)
+        opts = dataclasses.replace(earlier_run, force=True, **{inside: str(moved)})
+    before = _tree(out)
+    with pytest.raises(TrainError, match=rf"--out {re.escape(str(out))} is the --{inside} .* or "
+                                         "holds it"):
+        train(opts)
+    with pytest.raises(TrainError, match="or holds it"):
+        train(dataclasses.replace(opts, out=str(tmp_path), force=True))  # a folder above
+    assert _tree(out) == before
+
+
+@pytest.mark.parametrize("spoilt", ["", "{\n  \"options\": {", '{"name": "another tool"}\n'])
+def test_an_unusable_run_record_is_one_line_whose_advice_works(earlier_run, spoilt):
+    """Empty, torn or foreign run.json: --resume says to start afresh with --force, which
+    then does."""
+    (Path(earlier_run.out) / RUN_INFO).write_text(spoilt)
+    with pytest.raises(TrainError, match="is unreadable .*start afresh with --force") as caught:
+        train(dataclasses.replace(earlier_run, resume=True))
+    assert "\n" not in str(caught.value)
+    assert train(dataclasses.replace(earlier_run, force=True)).steps == 1
 
 
 def test_output_folder_rules(tiny_hf, tmp_path):
