@@ -145,11 +145,26 @@ def _kind(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
+def unicode_problem(text: str) -> str | None:
+    """What makes a string invalid Unicode, which no tokenizer takes: a lone UTF-16 surrogate
+    (JSON's "\\ud800" carries one); None for valid text."""
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return f"a lone UTF-16 surrogate (U+{ord(text[e.start]):04X}) at character {e.start}"
+    return None
+
+
 def _text_value(value: Any, column: str) -> tuple[str | None, str | None]:
     """The text of a field, or why it is not usable as one."""
-    if isinstance(value, str):
-        return value, None
-    return None, f"{column!r} is {_kind(value)}, not a string"
+    if not isinstance(value, str):
+        return None, f"{column!r} is {_kind(value)}, not a string"
+    problem = unicode_problem(value)
+    if problem is not None:
+        return None, f"{column!r} holds {problem}: not valid Unicode text"
+    return value, None
 
 
 def _pick_column(columns: Sequence[str], text_column: str | None, where: str) -> str:

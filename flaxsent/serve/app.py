@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 
 from flaxsent.core.classifier import Classifier
 from flaxsent.errors import NonFiniteLogitsError
+from flaxsent.io.readers import unicode_problem
 from flaxsent.serve.batcher import Batcher, EngineError, RequestLogits
 from flaxsent.serve.http import ApiError, DrainingServer, Gate, add_error_handlers, bind
 from flaxsent.serve.metrics import CONTENT_TYPE, ServeMetrics
@@ -84,17 +85,12 @@ def describe_validation(errors: list[dict[str, Any]]) -> str:
 
 
 def check_unicode(texts: list[str], name: Callable[[int], str]) -> None:
-    """422 `tokenizer` for a text that is not valid Unicode: a lone UTF-16 surrogate, which JSON
-    can carry ("\\ud800") and the tokenizer cannot take."""
+    """422 `tokenizer` for a text that is not valid Unicode (a lone UTF-16 surrogate, which JSON
+    can carry and the tokenizer cannot take)."""
     for i, text in enumerate(texts):
-        if text.isascii():
-            continue
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as e:
-            raise ApiError("tokenizer", f"{name(i)}: a lone UTF-16 surrogate "
-                           f"(U+{ord(text[e.start]):04X}) at character {e.start}; send valid "
-                           "Unicode text") from None
+        problem = unicode_problem(text)
+        if problem is not None:
+            raise ApiError("tokenizer", f"{name(i)}: {problem}; send valid Unicode text")
 
 
 # ---- the service the routes share -----------------------------------------------------------

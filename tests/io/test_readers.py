@@ -110,6 +110,15 @@ def test_jsonl_bad_rows_have_errors_and_line_numbers(tmp_path):
     assert "found list" in errors[6] and "found str" in errors[7]
 
 
+def test_a_lone_surrogate_is_a_bad_row_not_a_tokenizer_crash(tmp_path):
+    lines = [b'{"id": 1, "text": "fine"}', b'{"id": 2, "text": "bad \\ud800 text"}',
+             b'{"id": 3, "text": "\\ud83d\\ude00 a valid pair"}']
+    records = _read(_write(tmp_path / "in.jsonl", b"\n".join(lines) + b"\n"))
+    assert _texts(records) == ["fine", None, "\U0001f600 a valid pair"]
+    assert "lone UTF-16 surrogate (U+D800) at character 4" in records[1].error
+    assert records[1].extra == {"id": 2}  # the row's other fields are kept
+
+
 def test_jsonl_missing_chosen_column_is_a_bad_row(tmp_path):
     path = _write(tmp_path / "in.jsonl", b'{"review": "a"}\n{"text": "b"}\n')
     records = _read(path, text_column="review")
