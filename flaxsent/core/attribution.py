@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from flaxsent.core.engine import DeviceProgram, _place
+from flaxsent.core.engine import DeviceProgram, place
 from flaxsent.core.model import DistilBertForSequenceClassification
 from flaxsent.core.plan import Batch, ShapePlan
 
@@ -109,7 +109,7 @@ class AttributionEngine(DeviceProgram):
         super().__init__(model, devices, precision)
         self.mesh, replicated, batch_sharding = self.mesh_shardings()
         graphdef, state = nnx.split(model)
-        self._state = _place(state, replicated)
+        self._state = place(state, replicated)
 
         def token_attributions(state, input_ids, base_ids, base_scale, alpha, segment_ids,
                                position_ids, cls_index, weight, target):

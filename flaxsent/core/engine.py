@@ -63,7 +63,7 @@ def resolve_devices(devices: int | Sequence[jax.Device] | None = None) -> list[j
     return chosen
 
 
-def _place(tree, sharding):
+def place(tree, sharding):
     """Arrays onto the devices; abstract leaves (an `abstract_model`'s ShapeDtypeStructs) stay
     abstract, so an engine over compile-only devices (a TPU topology, no TPU) can still `lower`."""
     return jax.tree.map(lambda x: x if isinstance(x, jax.ShapeDtypeStruct)
@@ -126,7 +126,7 @@ class Engine(DeviceProgram):
         super().__init__(model, devices, precision)
         self.mesh, replicated, self._batch = self.mesh_shardings()
         graphdef, state = nnx.split(model)
-        self._state = _place(state, replicated)
+        self._state = place(state, replicated)
 
         def pure_forward(state, input_ids, segment_ids, position_ids, cls_index):
             self._traced.append((*input_ids.shape, cls_index.shape[1]))  # at trace time only

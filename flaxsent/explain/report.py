@@ -15,7 +15,7 @@ import numpy as np
 from flaxsent.core.attribution import Explanation
 from flaxsent.errors import ExplainError
 from flaxsent.io import durable
-from flaxsent.io.writers import to_json
+from flaxsent.io.writers import report_folder, to_json
 
 FILES = ("attributions.jsonl", "explain.html", "explain.png")
 MAX_PNG_TEXTS = 40  # more texts than this: the HTML only (a PNG that tall is unreadable)
@@ -113,14 +113,7 @@ def plot_explanations(explanations: Sequence[Explanation], path: Path) -> None:
 
 def check_out(out: str, force: bool) -> Path:
     """The output folder, refusing to overwrite earlier explain files unless `force`."""
-    folder = Path(out)
-    if folder.exists() and not folder.is_dir():
-        raise ExplainError(f"--out {out!r} is a file, not a folder")
-    existing = [name for name in FILES if (folder / name).exists()]
-    if existing and not force:
-        raise ExplainError(f"--out {out!r} already holds {', '.join(existing)}: pass --force "
-                           "to replace them, or choose another folder")
-    return folder
+    return report_folder(out, FILES, force, ExplainError)
 
 
 def write_outputs(explanations: Sequence[Explanation], model: str, out: str,

@@ -16,11 +16,11 @@ import math
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from flaxsent.errors import RecordsError, WriteError
+from flaxsent.errors import FlaxsentError, RecordsError, WriteError
 from flaxsent.io.readers import STDIO, require_pyarrow
 
 OUTPUT_FORMATS: dict[str, str] = {
@@ -413,3 +413,17 @@ def trim_for_resume(path: str | None, fmt: str | None = None, align: int = 1) ->
             f.truncate(end)
             os.fsync(f.fileno())
     return kept
+
+
+def report_folder(out: str, files: Sequence[str], force: bool,
+                  error: type[FlaxsentError]) -> Path:
+    """A command's output folder, refusing (with `error`, one line) a file in its place, or
+    earlier copies of `files` in it unless `force`: checked before any work."""
+    folder = Path(out)
+    if folder.exists() and not folder.is_dir():
+        raise error(f"--out {out!r} is a file, not a folder")
+    existing = [name for name in files if (folder / name).exists()]
+    if existing and not force:
+        raise error(f"--out {out!r} already holds {', '.join(existing)}: pass --force "
+                    "to replace them, or choose another folder")
+    return folder

@@ -14,7 +14,7 @@ import numpy as np
 
 from flaxsent.errors import ProbeError
 from flaxsent.io import durable
-from flaxsent.io.writers import open_writer
+from flaxsent.io.writers import open_writer, report_folder
 from flaxsent.probe.attribution import SentenceAttribution
 from flaxsent.probe.run import PairsResult, ProbeResult
 from flaxsent.version import __version__
@@ -254,14 +254,7 @@ def plot_pairs(result: PairsResult, path: Path, worst: int = 5) -> None:
 
 def check_out(out: str, force: bool) -> Path:
     """The output folder, refusing to overwrite earlier probe files unless `force`."""
-    folder = Path(out)
-    if folder.exists() and not folder.is_dir():
-        raise ProbeError(f"--out {out!r} is a file, not a folder")
-    existing = [name for name in FILES if (folder / name).exists()]
-    if existing and not force:
-        raise ProbeError(f"--out {out!r} already holds {', '.join(existing)}: pass --force "
-                            "to replace them, or choose another folder")
-    return folder
+    return report_folder(out, FILES, force, ProbeError)
 
 
 def write_outputs(record: dict[str, Any], rows: list[dict[str, Any]], plot: Any, out: str,

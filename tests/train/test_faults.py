@@ -137,21 +137,13 @@ def _expected(steps: list[int], swept: list[int]) -> list[int]:
 
 
 @pytest.mark.slow
-def test_sigkill_across_a_save_then_resume_ends_bit_identical(
-        tiny_flax, folder, whole, tmp_path):
+@pytest.mark.parametrize("fault", [_sigkill, _full_disk], ids=["sigkill", "full-disk"])
+def test_a_fault_across_a_save_then_resume_ends_bit_identical(tiny_flax, folder, whole, tmp_path,
+                                                              fault):
     want, steps, _ = whole
     swept = _swept(steps)
-    resumed = [_sigkill(tiny_flax, folder, want, k, tmp_path) for k in swept]
-    assert resumed == _expected(steps, swept), (swept, resumed)
-
-
-@pytest.mark.slow
-def test_a_full_disk_across_a_save_is_one_line_and_resume_continues(
-        tiny_flax, folder, whole, tmp_path):
-    want, steps, _ = whole
-    swept = _swept(steps)
-    resumed = [_full_disk(tiny_flax, folder, want, k, tmp_path) for k in swept]
-    # the old save's removal succeeds on a full disk; the next save's first step fails
+    resumed = [fault(tiny_flax, folder, want, k, tmp_path) for k in swept]
+    # a full disk: the old save's removal succeeds, the next save's first step fails
     assert resumed == _expected(steps, swept), (swept, resumed)
 
 
