@@ -35,7 +35,12 @@ except ImportError as err:  # the extra is optional: say how to get it
 
 from flaxsent.core import checkpoint as ckpt
 from flaxsent.core.classifier import Classifier, length_limit
-from flaxsent.core.plan import DEFAULT_MAX_BATCH_SIZE, DEFAULT_PACK_LENGTH, ShapePlan, batch_budget
+from flaxsent.core.plan import (
+    DEFAULT_MAX_BATCH_SIZE,
+    ShapePlan,
+    batch_budget,
+    default_pack_length,
+)
 from flaxsent.core.tokenizer import TextTokenizer
 from flaxsent.integrations.scoring import OPTIONS, RowScorer, as_text
 from flaxsent.io.records import ERROR
@@ -176,9 +181,12 @@ class FlaxsentModelHandler(ModelHandler[Any, PredictionResult, RowScorer]):
         n_devices = devices if isinstance(devices, int) else len(devices or [None])
         max_length = min(options.get("max_length") or _SIZING_MAX_LENGTH, _SIZING_MAX_LENGTH)
         budget = options.get("max_batch_tokens") or batch_budget(self._platform, n_devices)
+        pack_length = options.get("pack_length", "auto")
+        if pack_length == "auto":  # as the Classifier the worker builds resolves it
+            pack_length = default_pack_length(self._platform, options.get("quantize", "none"))
         plan = ShapePlan.build(max_length, max_batch_tokens=budget, device_count=n_devices,
                                max_batch_size=DEFAULT_MAX_BATCH_SIZE,
-                               pack_length=options.get("pack_length", DEFAULT_PACK_LENGTH))
+                               pack_length=pack_length)
         first = plan.shapes()[0]
         window = options.get("window", DEFAULT_WINDOW)
         sized: dict[str, Any] = {"min_batch_size": min(first.rows * first.slots, window),
