@@ -80,8 +80,8 @@ class Classifier:
         `model=None` and an `engine` with its own device and precision (an `OnnxEngine`, as
         `from_pretrained(..., runtime='onnxruntime')` builds), same plan and outputs. An engine
         without a packed graph runs buckets only (pack_length is then None). pack_length:
-        tokens a packed row holds, None for buckets only, 'auto' the default for the platform
-        and quantization (`plan.default_pack_length`)."""
+        tokens a packed row holds, None for buckets only, 'auto' the default for the platform,
+        quantization and dtype (`plan.default_pack_length`)."""
         cfg = _config_of(model, engine, devices=devices, precision=precision, backend=backend)
         if engine is None:
             # int8: the encoder's dense layers quantized once, here (flaxsent/core/quantize.py);
@@ -123,7 +123,7 @@ class Classifier:
         if max_batch_tokens is None:
             max_batch_tokens = batch_budget(platform, self.engine.n_devices)
         if pack_length == "auto":
-            pack_length = default_pack_length(platform, self.quantize)
+            pack_length = default_pack_length(platform, self.quantize, self.dtype)
         if isinstance(window, bool) or not isinstance(window, int) or window < 1:
             raise FlaxsentError(f"window={window!r}: must be a positive number of texts")
         try:

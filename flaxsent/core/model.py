@@ -42,10 +42,26 @@ def _layer_norm(cfg: DistilBertConfig, dtype: DType, param_dtype: DType,
                          dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
 
+def dot_in_float32(lhs: Array, rhs: Array, dimension_numbers, precision=None,
+                   preferred_element_type=None, **kwargs) -> Array:
+    """`lax.dot_general` of the operands as they are (bf16 in a bf16 model), accumulated and
+    returned in float32: the mixed precision of PyTorch's autocast, where what follows a matmul
+    (bias, GELU, softmax, the residual sum) stays in float32 until the next LayerNorm.
+
+    Accelerators' matrix units accumulate in float32 anyway; on a CPU it is also the form XLA
+    hands to its fast bf16 kernels: bf16 x bf16 -> f32 [1024, 768] x [768, 3072] takes 3.1 ms on
+    the 2-core Xeon, against 18.5 ms for bf16 -> bf16 and 16.7 ms in float32.
+    """
+    del preferred_element_type  # always float32
+    return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
+                               preferred_element_type=jnp.float32, **kwargs)
+
+
 def _linear(n_in: int, n_out: int, dtype: DType, param_dtype: DType,
             rngs: nnx.Rngs) -> nnx.Linear:
     return nnx.Linear(n_in, n_out, dtype=dtype, param_dtype=param_dtype,
-                      kernel_init=nnx.initializers.normal(0.02), rngs=rngs)
+                      kernel_init=nnx.initializers.normal(0.02),
+                      dot_general=dot_in_float32, rngs=rngs)
 
 
 class Embeddings(nnx.Module):
@@ -104,15 +120,24 @@ class SelfAttention(nnx.Module):
         queries = x if queries is None else queries
         b, n_keys, d = x.shape
         n_queries = queries.shape[1]
+        # Heads lead and keys are laid out [Dh, K], so both einsums are plain batched matmuls:
+        # on XLA's CPU backend this layout runs attention about a third faster than letting the
+        # einsums transpose (2-core Xeon, [16, 64] rows, 12 heads); accelerators are unaffected.
+        # The projections return float32 (`dot_in_float32`); the einsums take x's dtype.
         q = self.q_lin(queries).reshape(b, n_queries, self.n_heads, self.head_dim)
-        q = q / math.sqrt(self.head_dim)  # [B, Q, H, Dh]
-        k = self.k_lin(x).reshape(b, n_keys, self.n_heads, self.head_dim)  # [B, K, H, Dh]
-        v = self.v_lin(x).reshape(b, n_keys, self.n_heads, self.head_dim)  # [B, K, H, Dh]
-        scores = jnp.einsum("BQHD,BKHD->BHQK", q, k).astype(jnp.float32)
+        q = (q.transpose(0, 2, 1, 3) / math.sqrt(self.head_dim)).astype(x.dtype)  # [B, H, Q, Dh]
+        k = self.k_lin(x).reshape(b, n_keys, self.n_heads, self.head_dim)
+        k = k.transpose(0, 2, 3, 1).astype(x.dtype)  # [B, H, Dh, K]
+        v = self.v_lin(x).reshape(b, n_keys, self.n_heads, self.head_dim)
+        v = v.transpose(0, 2, 1, 3).astype(x.dtype)  # [B, H, K, Dh]
+        scores = jnp.einsum("BHQD,BHDK->BHQK", q, k,
+                            preferred_element_type=jnp.float32)  # [B, H, Q, K]
         scores = jnp.where(keep, scores, jnp.finfo(jnp.float32).min)
         weights = jax.nn.softmax(scores, axis=-1).astype(v.dtype)  # [B, H, Q, K]
         weights = dropout(weights, self.dropout_rate, dropout_key)
-        context = jnp.einsum("BHQK,BKHD->BQHD", weights, v).reshape(b, n_queries, d)
+        context = jnp.einsum("BHQK,BHKD->BHQD", weights, v,
+                             preferred_element_type=jnp.float32)  # [B, H, Q, Dh]
+        context = context.transpose(0, 2, 1, 3).reshape(b, n_queries, d)  # [B, Q, D]
         return self.out_lin(context)  # [B, Q, D]
 
 

@@ -28,11 +28,12 @@ import numpy as np
 
 DEFAULT_BOUNDARIES: tuple[int, ...] = (16, 32, 64, 128, 256, 512)
 DEFAULT_PACK_LENGTH = 128
-# int8 on a CPU packs rows of 64: int8 makes the dense layers cheap enough that attention, whose
-# cost a token grows with its row, decides. On the 2-core Xeon (full-size int8, the embedded
-# corpus, sentences/s, best of 5): rows of 32 412, 64 472, 96 428, 128 400; fp32 139 and 134
-# at 64 and 128 (rows of 128 stay fp32's default: fewer texts split off to buckets).
-INT8_CPU_PACK_LENGTH = 64
+# Low precision on a CPU (int8, or bf16 on its f32-accumulating kernels) packs rows of 64: it
+# makes the dense layers cheap enough that attention, whose cost a token grows with its row,
+# decides. On the 2-core Xeon (full-size int8, the embedded corpus, sentences/s, best of 5):
+# rows of 32 412, 64 472, 96 428, 128 400; fp32 139 and 134 at 64 and 128 (rows of 128 stay
+# fp32's default: fewer texts split off to buckets).
+LOW_PRECISION_CPU_PACK_LENGTH = 64
 DEFAULT_MAX_BATCH_SIZE = 256
 # Default token budget of one batch, per device. CPU: measured on the 2-core dev machine
 # (full-size model, packed rows of 128): 1024 -> 2,236-2,320 real tokens/s, 2048 -> 1,984,
@@ -40,10 +41,11 @@ DEFAULT_MAX_BATCH_SIZE = 256
 BATCH_TOKENS_PER_DEVICE = {"cpu": 1024, "accelerator": 16384}
 
 
-def default_pack_length(platform: str, quantize: str) -> int:
-    """Tokens a packed row holds by default: INT8_CPU_PACK_LENGTH for int8 on a CPU, else
-    DEFAULT_PACK_LENGTH."""
-    return INT8_CPU_PACK_LENGTH if (platform, quantize) == ("cpu", "int8") else \
+def default_pack_length(platform: str, quantize: str, dtype: str = "float32") -> int:
+    """Tokens a packed row holds by default: LOW_PRECISION_CPU_PACK_LENGTH for int8 or bf16 on a
+    CPU, else DEFAULT_PACK_LENGTH."""
+    low_precision = quantize == "int8" or dtype == "bfloat16"
+    return LOW_PRECISION_CPU_PACK_LENGTH if platform == "cpu" and low_precision else \
         DEFAULT_PACK_LENGTH
 
 

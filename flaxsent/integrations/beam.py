@@ -183,7 +183,8 @@ class FlaxsentModelHandler(ModelHandler[Any, PredictionResult, RowScorer]):
         budget = options.get("max_batch_tokens") or batch_budget(self._platform, n_devices)
         pack_length = options.get("pack_length", "auto")
         if pack_length == "auto":  # as the Classifier the worker builds resolves it
-            pack_length = default_pack_length(self._platform, options.get("quantize", "none"))
+            pack_length = default_pack_length(self._platform, options.get("quantize", "none"),
+                                              options.get("dtype", "float32"))
         plan = ShapePlan.build(max_length, max_batch_tokens=budget, device_count=n_devices,
                                max_batch_size=DEFAULT_MAX_BATCH_SIZE,
                                pack_length=pack_length)

@@ -1,6 +1,7 @@
 """The Flax model against transformers' PyTorch DistilBertForSequenceClassification."""
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -117,6 +118,31 @@ def test_bfloat16_compute_within_stated_tolerance(tmp_path, param_dtype):
     delta = np.abs(out - _torch_logits(torch_model, ids, mask)).max()
     assert delta <= TOL_BF16
     assert delta > 0  # it really ran in bfloat16
+
+
+def _dots(jaxpr) -> list:
+    """Every dot_general in a jaxpr, nested jaxprs (pjit, custom_jvp) included."""
+    found = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            found.append(eqn)
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            found += _dots(sub)
+    return found
+
+
+def test_bfloat16_matmuls_take_bf16_operands_and_accumulate_in_float32(tmp_path):
+    # autocast's mixed precision, and the form XLA's CPU backend runs on its fast bf16 kernels
+    # (a bf16 -> bf16 dot there is 6x slower than bf16 -> f32)
+    _, cfg, params = _pair(tmp_path, 7)
+    model = ckpt.model_from_params(cfg, params, dtype=jnp.bfloat16, param_dtype=jnp.bfloat16)
+    ids, mask = random_batch(np.random.default_rng(7), cfg.vocab_size, 2, 9)
+    dots = _dots(jax.make_jaxpr(lambda i, m: model(i, m))(ids, mask).jaxpr)
+    # per block: 4 projections, 2 attention einsums, 2 FFN layers; then the 2-layer head
+    assert len(dots) == 8 * cfg.n_layers + 2
+    for eqn in dots:
+        assert [v.aval.dtype for v in eqn.invars] == [jnp.bfloat16] * 2, eqn
+        assert eqn.outvars[0].aval.dtype == jnp.float32, eqn
 
 
 @pytest.mark.parametrize("to_input", [

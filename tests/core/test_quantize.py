@@ -10,7 +10,11 @@ from flax import nnx
 
 from flaxsent import Classifier
 from flaxsent.core import checkpoint as ckpt
-from flaxsent.core.plan import DEFAULT_PACK_LENGTH, INT8_CPU_PACK_LENGTH, default_pack_length
+from flaxsent.core.plan import (
+    DEFAULT_PACK_LENGTH,
+    LOW_PRECISION_CPU_PACK_LENGTH,
+    default_pack_length,
+)
 from flaxsent.core.quantize import (
     Int8Linear,
     is_quantized,
@@ -164,20 +168,23 @@ def test_the_plan_and_its_compiled_shapes_are_unchanged(pair):
     assert int8.engine.n_compilations == len(int8.shapes())
 
 
-def test_int8_on_a_cpu_packs_shorter_rows_unless_told_otherwise(tmp_path):
+def test_int8_and_bf16_on_a_cpu_pack_shorter_rows_unless_told_otherwise(tmp_path):
     folder = tmp_path / "long"  # room for rows of 128: the tiny config stops at 64 positions
     build_hf_checkpoint(folder, max_position_embeddings=256)
     options = dict(cache_dir=tmp_path, max_batch_tokens=256, max_batch_size=8)
     fp32 = Classifier.from_pretrained(folder, **options)
     int8 = Classifier.from_pretrained(folder, quantize="int8", **options)
     assert fp32.plan.pack.length == DEFAULT_PACK_LENGTH == 128
-    assert int8.plan.pack.length == INT8_CPU_PACK_LENGTH == 64
+    assert int8.plan.pack.length == LOW_PRECISION_CPU_PACK_LENGTH == 64
+    bf16 = Classifier.from_pretrained(folder, dtype="bfloat16", **options)
+    assert bf16.plan.pack.length == LOW_PRECISION_CPU_PACK_LENGTH
     told = Classifier.from_pretrained(folder, quantize="int8", pack_length=128, **options)
     assert told.plan.pack.length == 128
     assert Classifier.from_pretrained(folder, quantize="int8", pack_length=None,
                                       **options).plan.pack is None
     # accelerators keep long rows: their matrix units want them, and attention is cheap there
     assert default_pack_length("gpu", "int8") == default_pack_length("tpu", "int8") == 128
+    assert default_pack_length("gpu", "none", "bfloat16") == 128
     assert default_pack_length("cpu", "none") == 128
 
 
