@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -43,18 +44,79 @@ def _layer_norm(cfg: DistilBertConfig, dtype: DType, param_dtype: DType,
 
 
 def dot_in_float32(lhs: Array, rhs: Array, dimension_numbers, precision=None,
-                   preferred_element_type=None, **kwargs) -> Array:
-    """`lax.dot_general` of the operands as they are (bf16 in a bf16 model), accumulated and
-    returned in float32: the mixed precision of PyTorch's autocast, where what follows a matmul
-    (bias, GELU, softmax, the residual sum) stays in float32 until the next LayerNorm.
+                   preferred_element_type=None, out_sharding=None) -> Array:
+    """`nnx.Linear`'s dot ([..., in] x [in, out]) of the operands as they are (bf16 in a bf16
+    model), accumulated and returned in float32: the mixed precision of PyTorch's autocast,
+    where what follows a matmul (bias, GELU, softmax, the residual sum) stays in float32 until
+    the next LayerNorm, and the backward's matmuls take bf16 operands too.
 
     Accelerators' matrix units accumulate in float32 anyway; on a CPU it is also the form XLA
     hands to its fast bf16 kernels: bf16 x bf16 -> f32 [1024, 768] x [768, 3072] takes 3.1 ms on
     the 2-core Xeon, against 18.5 ms for bf16 -> bf16 and 16.7 ms in float32.
     """
-    del preferred_element_type  # always float32
-    return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
-                               preferred_element_type=jnp.float32, **kwargs)
+    del preferred_element_type, out_sharding  # always float32; no sharding inside a layer
+    if dimension_numbers != (((lhs.ndim - 1,), (0,)), ((), ())):
+        raise ValueError(f"dot_in_float32 computes [..., in] x [in, out], not "
+                         f"{dimension_numbers}")
+    if lhs.dtype == rhs.dtype == jnp.float32:
+        return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision)
+    return _low_precision_dot(lhs, rhs, precision)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _low_precision_dot(lhs: Array, rhs: Array, precision) -> Array:
+    """[..., K] x [K, N] -> float32 [..., N] from low-precision operands."""
+    return jax.lax.dot_general(lhs, rhs, (((lhs.ndim - 1,), (0,)), ((), ())),
+                               precision=precision, preferred_element_type=jnp.float32)
+
+
+def _low_precision_dot_fwd(lhs: Array, rhs: Array, precision):
+    return _low_precision_dot(lhs, rhs, precision), (lhs, rhs)
+
+
+def _low_precision_dot_bwd(precision, residuals, cotangent: Array):
+    """Both gradients as bf16 x bf16 -> f32 matmuls, the cotangent rounded to the operands'
+    dtype as autocast's backward does (JAX's own rule would multiply f32 by bf16, which XLA's
+    CPU backend computes in float32, 5x slower)."""
+    lhs, rhs = residuals
+    g = cotangent.astype(lhs.dtype)  # [..., N]
+    batch = tuple(range(lhs.ndim - 1))
+    d_lhs = jax.lax.dot_general(g, rhs, (((g.ndim - 1,), (1,)), ((), ())), precision=precision,
+                                preferred_element_type=jnp.float32)  # [..., K]
+    d_rhs = jax.lax.dot_general(lhs, g, ((batch, batch), ((), ())), precision=precision,
+                                preferred_element_type=jnp.float32)  # [K, N]
+    return d_lhs.astype(lhs.dtype), d_rhs.astype(rhs.dtype)
+
+
+_low_precision_dot.defvjp(_low_precision_dot_fwd, _low_precision_dot_bwd)
+
+
+def matmul_in_float32(a: Array, b: Array) -> Array:
+    """Batched [..., M, K] x [..., K, N] -> float32 [..., M, N] (same batch dims), attention's
+    two matmuls, with `dot_in_float32`'s mixed precision forward and backward."""
+    if a.dtype == b.dtype == jnp.float32:
+        return jnp.matmul(a, b)
+    return _low_precision_matmul(a, b)
+
+
+@jax.custom_vjp
+def _low_precision_matmul(a: Array, b: Array) -> Array:
+    return jnp.matmul(a, b, preferred_element_type=jnp.float32)
+
+
+def _low_precision_matmul_fwd(a: Array, b: Array):
+    return _low_precision_matmul(a, b), (a, b)
+
+
+def _low_precision_matmul_bwd(residuals, cotangent: Array):
+    a, b = residuals
+    g = cotangent.astype(a.dtype)  # [..., M, N]
+    d_a = jnp.matmul(g, jnp.swapaxes(b, -1, -2), preferred_element_type=jnp.float32)
+    d_b = jnp.matmul(jnp.swapaxes(a, -1, -2), g, preferred_element_type=jnp.float32)
+    return d_a.astype(a.dtype), d_b.astype(b.dtype)
+
+
+_low_precision_matmul.defvjp(_low_precision_matmul_fwd, _low_precision_matmul_bwd)
 
 
 def _linear(n_in: int, n_out: int, dtype: DType, param_dtype: DType,
@@ -120,23 +182,21 @@ class SelfAttention(nnx.Module):
         queries = x if queries is None else queries
         b, n_keys, d = x.shape
         n_queries = queries.shape[1]
-        # Heads lead and keys are laid out [Dh, K], so both einsums are plain batched matmuls:
-        # on XLA's CPU backend this layout runs attention about a third faster than letting the
-        # einsums transpose (2-core Xeon, [16, 64] rows, 12 heads); accelerators are unaffected.
-        # The projections return float32 (`dot_in_float32`); the einsums take x's dtype.
+        # Heads lead and keys are laid out [Dh, K], so both products are plain batched matmuls:
+        # on XLA's CPU backend this layout runs attention about a third faster than einsums
+        # that transpose (2-core Xeon, [16, 64] rows, 12 heads); accelerators are unaffected.
+        # The projections return float32 (`dot_in_float32`); the matmuls take x's dtype.
         q = self.q_lin(queries).reshape(b, n_queries, self.n_heads, self.head_dim)
         q = (q.transpose(0, 2, 1, 3) / math.sqrt(self.head_dim)).astype(x.dtype)  # [B, H, Q, Dh]
         k = self.k_lin(x).reshape(b, n_keys, self.n_heads, self.head_dim)
         k = k.transpose(0, 2, 3, 1).astype(x.dtype)  # [B, H, Dh, K]
         v = self.v_lin(x).reshape(b, n_keys, self.n_heads, self.head_dim)
         v = v.transpose(0, 2, 1, 3).astype(x.dtype)  # [B, H, K, Dh]
-        scores = jnp.einsum("BHQD,BHDK->BHQK", q, k,
-                            preferred_element_type=jnp.float32)  # [B, H, Q, K]
+        scores = matmul_in_float32(q, k)  # [B, H, Q, K] float32
         scores = jnp.where(keep, scores, jnp.finfo(jnp.float32).min)
         weights = jax.nn.softmax(scores, axis=-1).astype(v.dtype)  # [B, H, Q, K]
         weights = dropout(weights, self.dropout_rate, dropout_key)
-        context = jnp.einsum("BHQK,BHKD->BHQD", weights, v,
-                             preferred_element_type=jnp.float32)  # [B, H, Q, Dh]
+        context = matmul_in_float32(weights, v)  # [B, H, Q, Dh] float32
         context = context.transpose(0, 2, 1, 3).reshape(b, n_queries, d)  # [B, Q, D]
         return self.out_lin(context)  # [B, Q, D]
 
