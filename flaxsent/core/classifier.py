@@ -122,17 +122,28 @@ class Classifier:
         platform = self.engine.devices[0].platform
         if max_batch_tokens is None:
             max_batch_tokens = batch_budget(platform, self.engine.n_devices)
+        # 'auto': the platform's default, and for attribution's gradients a plan of their own
+        # where that default differs (shorter rows on a CPU)
+        gradient_pack_length = pack_length
         if pack_length == "auto":
             pack_length = default_pack_length(platform, self.quantize, self.dtype)
+            gradient_pack_length = default_pack_length(platform, self.quantize, self.dtype,
+                                                       gradients=True)
         if isinstance(window, bool) or not isinstance(window, int) or window < 1:
             raise FlaxsentError(f"window={window!r}: must be a positive number of texts")
-        try:
-            self.plan = ShapePlan.build(max_length, boundaries=boundaries,
-                                        max_batch_tokens=max_batch_tokens,
-                                        device_count=self.engine.n_devices,
-                                        max_batch_size=max_batch_size, pack_length=pack_length)
-        except ValueError as e:
-            raise FlaxsentError(str(e)) from None
+
+        def plan(pack: int | None) -> ShapePlan:
+            try:
+                return ShapePlan.build(max_length, boundaries=boundaries,
+                                       max_batch_tokens=max_batch_tokens,
+                                       device_count=self.engine.n_devices,
+                                       max_batch_size=max_batch_size, pack_length=pack)
+            except ValueError as e:
+                raise FlaxsentError(str(e)) from None
+
+        self.plan = plan(pack_length)
+        self.attribution_plan = self.plan if gradient_pack_length == pack_length else \
+            plan(gradient_pack_length)
         self._window = window
         self.last_run = RunStats()
         self.source: Path | None = None  # the folder from_pretrained loaded, when it did
@@ -325,8 +336,8 @@ class Classifier:
         if self.attribution_engine is None:
             self.attribution_engine = AttributionEngine(self.model, devices=self.engine.devices,
                                                         precision=self.engine.precision)
-        totals = attribute(self.attribution_engine, self.plan, ids, targets.tolist(), method,
-                           steps, pad, progress)
+        totals = attribute(self.attribution_engine, self.attribution_plan, ids,
+                           targets.tolist(), method, steps, pad, progress)
         scores = self._score_function(None)(at_text)
         out = []
         for i, text in enumerate(texts):

@@ -28,12 +28,13 @@ import numpy as np
 
 DEFAULT_BOUNDARIES: tuple[int, ...] = (16, 32, 64, 128, 256, 512)
 DEFAULT_PACK_LENGTH = 128
-# Low precision on a CPU (int8, or bf16 on its f32-accumulating kernels) packs rows of 64: it
-# makes the dense layers cheap enough that attention, whose cost a token grows with its row,
-# decides. On the 2-core Xeon (full-size int8, the embedded corpus, sentences/s, best of 5):
-# rows of 32 412, 64 472, 96 428, 128 400; fp32 139 and 134 at 64 and 128 (rows of 128 stay
-# fp32's default: fewer texts split off to buckets).
-LOW_PRECISION_CPU_PACK_LENGTH = 64
+# On a CPU, low precision (int8, or bf16 on its f32-accumulating kernels) and gradients pack rows
+# of 64: cheap dense layers, or a backward that pays attention twice, leave attention (whose
+# cost a token grows with its row) to decide. On the 2-core Xeon: full-size int8 on the embedded
+# corpus, sentences/s, best of 5: rows of 32 412, 64 472, 96 428, 128 400; integrated gradients
+# on 60 SST-2 sentences, fp32: 5.4-5.6 attributions/s at 64 against 4.6-4.7 at 128. fp32
+# inference: 139 and 134 at 64 and 128, so it keeps 128 (fewer texts split off to buckets).
+CPU_SHORT_PACK_LENGTH = 64
 DEFAULT_MAX_BATCH_SIZE = 256
 # Default token budget of one batch, per device. CPU: measured on the 2-core dev machine
 # (full-size model, packed rows of 128): 1024 -> 2,236-2,320 real tokens/s, 2048 -> 1,984,
@@ -41,12 +42,12 @@ DEFAULT_MAX_BATCH_SIZE = 256
 BATCH_TOKENS_PER_DEVICE = {"cpu": 1024, "accelerator": 16384}
 
 
-def default_pack_length(platform: str, quantize: str, dtype: str = "float32") -> int:
-    """Tokens a packed row holds by default: LOW_PRECISION_CPU_PACK_LENGTH for int8 or bf16 on a
-    CPU, else DEFAULT_PACK_LENGTH."""
-    low_precision = quantize == "int8" or dtype == "bfloat16"
-    return LOW_PRECISION_CPU_PACK_LENGTH if platform == "cpu" and low_precision else \
-        DEFAULT_PACK_LENGTH
+def default_pack_length(platform: str, quantize: str = "none", dtype: str = "float32", *,
+                        gradients: bool = False) -> int:
+    """Tokens a packed row holds by default: CPU_SHORT_PACK_LENGTH on a CPU for int8, bf16 or
+    gradients (attribution), else DEFAULT_PACK_LENGTH."""
+    short = quantize == "int8" or dtype == "bfloat16" or gradients
+    return CPU_SHORT_PACK_LENGTH if platform == "cpu" and short else DEFAULT_PACK_LENGTH
 
 
 def batch_budget(platform: str, n_devices: int) -> int:

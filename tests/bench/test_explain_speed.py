@@ -4,6 +4,7 @@ captum fp32."""
 import json
 
 from flaxsent.bench.explain_speed import main
+
 from tests.helpers import texts
 
 

@@ -9,6 +9,7 @@ from captum.attr._utils.approximation_methods import approximation_parameters
 
 from flaxsent import Classifier
 from flaxsent.core.attribution import baseline_ids, quadrature, words_of
+from flaxsent.core.plan import CPU_SHORT_PACK_LENGTH, DEFAULT_PACK_LENGTH
 from flaxsent.errors import FlaxsentError
 from tests.core.test_model import FULL, FULL_SCALE
 from tests.helpers import WORDS, build_hf_checkpoint
@@ -141,6 +142,19 @@ def test_the_word_that_flips_the_label_is_ranked_first(tmp_path):
     e = clf.explain(["the plot was awful"])[0]
     assert e.target == "NEGATIVE"
     assert e.top(1)[0][0] == "awful" and e.top(1)[0][1] > 0, e.top(4)
+
+
+def test_attribution_on_a_cpu_packs_shorter_rows_than_inference(tmp_path):
+    folder = tmp_path / "long"  # room for rows of 128: the tiny config stops at 64 positions
+    build_hf_checkpoint(folder, max_position_embeddings=256)
+    options = dict(cache_dir=tmp_path / "cache", max_batch_tokens=256, max_batch_size=8)
+    clf = Classifier.from_pretrained(folder, **options)
+    assert clf.plan.pack.length == DEFAULT_PACK_LENGTH
+    assert clf.attribution_plan.pack.length == CPU_SHORT_PACK_LENGTH
+    clf.explain(TEXTS, steps=4)
+    assert [s[1] for s in clf.attribution_engine.compiled_shapes] == [CPU_SHORT_PACK_LENGTH]
+    told = Classifier.from_pretrained(folder, pack_length=128, **options)
+    assert told.attribution_plan is told.plan
 
 
 def test_one_program_per_shape_used_and_no_recompiles(tiny_hf, tmp_path):

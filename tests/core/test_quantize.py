@@ -11,8 +11,8 @@ from flax import nnx
 from flaxsent import Classifier
 from flaxsent.core import checkpoint as ckpt
 from flaxsent.core.plan import (
+    CPU_SHORT_PACK_LENGTH,
     DEFAULT_PACK_LENGTH,
-    LOW_PRECISION_CPU_PACK_LENGTH,
     default_pack_length,
 )
 from flaxsent.core.quantize import (
@@ -175,9 +175,9 @@ def test_int8_and_bf16_on_a_cpu_pack_shorter_rows_unless_told_otherwise(tmp_path
     fp32 = Classifier.from_pretrained(folder, **options)
     int8 = Classifier.from_pretrained(folder, quantize="int8", **options)
     assert fp32.plan.pack.length == DEFAULT_PACK_LENGTH == 128
-    assert int8.plan.pack.length == LOW_PRECISION_CPU_PACK_LENGTH == 64
+    assert int8.plan.pack.length == CPU_SHORT_PACK_LENGTH == 64
     bf16 = Classifier.from_pretrained(folder, dtype="bfloat16", **options)
-    assert bf16.plan.pack.length == LOW_PRECISION_CPU_PACK_LENGTH
+    assert bf16.plan.pack.length == CPU_SHORT_PACK_LENGTH
     told = Classifier.from_pretrained(folder, quantize="int8", pack_length=128, **options)
     assert told.plan.pack.length == 128
     assert Classifier.from_pretrained(folder, quantize="int8", pack_length=None,
