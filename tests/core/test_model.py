@@ -168,7 +168,7 @@ def test_bfloat16_gradients_follow_float32_ones(tmp_path):
             cls = jnp.zeros((ids.shape[0], 1), jnp.int32)
             return model.packed_logits_from_words(words, segments, positions, cls)[..., 0].sum()
         words = model.embeddings.word_embeddings(jnp.asarray(ids))
-        return np.asarray(jax.grad(objective)(words), np.float32)
+        return np.asarray(jax.jit(jax.grad(objective))(words), np.float32)
 
     g32, g16 = grad(models[jnp.float32]), grad(models[jnp.bfloat16])
     assert np.abs(g16).max() > 0
