@@ -59,12 +59,6 @@ async def _post_all(url, bodies, path="/score", headers=None):
 
 
 @pytest.fixture(scope="module")
-def ref(tiny_flax, tmp_path_factory):
-    return Classifier.from_pretrained(tiny_flax, cache_dir=tmp_path_factory.mktemp("cache"),
-                                      max_batch_tokens=256)
-
-
-@pytest.fixture(scope="module")
 def server(tiny_flax, tmp_path_factory):
     with serving(tiny_flax, tmp_path_factory.mktemp("main"), "--max-batch-tokens", "256",
                  "--max-client-batch-size", "8", "--payload-limit", "20000",

@@ -37,12 +37,6 @@ def _same(ours, theirs):
 
 
 @pytest.fixture(scope="module")
-def ref(tiny_flax, tmp_path_factory):
-    return Classifier.from_pretrained(tiny_flax, cache_dir=tmp_path_factory.mktemp("cache"),
-                                      max_batch_tokens=256)
-
-
-@pytest.fixture(scope="module")
 def server(tiny_flax, tmp_path_factory):
     with serving(tiny_flax, tmp_path_factory.mktemp("tei"), "--max-batch-tokens", "256",
                  "--max-client-batch-size", "4", env={"FLAXSENT_API_KEY": KEY}) as s:
