@@ -63,6 +63,8 @@ def dot_in_float32(lhs: Array, rhs: Array, dimension_numbers, precision=None,
     return _low_precision_dot(lhs, rhs, precision)
 
 
+# Its own VJP rather than matmul_in_float32's over [M, K] rows: that form, swapaxes on the
+# kernel included, ran bf16 attribution at 6.3 attributions/s against 8.2 (2-core Xeon).
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _low_precision_dot(lhs: Array, rhs: Array, precision) -> Array:
     """[..., K] x [K, N] -> float32 [..., N] from low-precision operands."""
@@ -101,6 +103,7 @@ def matmul_in_float32(a: Array, b: Array) -> Array:
 
 @jax.custom_vjp
 def _low_precision_matmul(a: Array, b: Array) -> Array:
+    """[..., M, K] x [..., K, N] -> float32 [..., M, N] from low-precision operands."""
     return jnp.matmul(a, b, preferred_element_type=jnp.float32)
 
 
@@ -109,6 +112,7 @@ def _low_precision_matmul_fwd(a: Array, b: Array):
 
 
 def _low_precision_matmul_bwd(residuals, cotangent: Array):
+    """As `_low_precision_dot_bwd`, for batched matmuls."""
     a, b = residuals
     g = cotangent.astype(a.dtype)  # [..., M, N]
     d_a = jnp.matmul(g, jnp.swapaxes(b, -1, -2), preferred_element_type=jnp.float32)
