@@ -374,7 +374,7 @@ class FlaxRunner:
             self.clf = Classifier(model, tokenizer, boundaries=[length], max_length=length,
                                   max_batch_size=NAIVE_BATCH,
                                   max_batch_tokens=NAIVE_BATCH * length, devices=1,
-                                  pack_length=None)
+                                  pack_length=None, rungs=1)
         elif strategy.name == FLAX_ORT:
             # a thin use of the public API: the exported folder, flaxsent's ORT runtime
             if not ctx.flax_onnx_folder:
@@ -434,20 +434,12 @@ class FlaxRunner:
         return logits, int(self.clf.last_run.computed_tokens)
 
     def warmup_texts(self, texts: Sequence[str], lengths: Sequence[int]) -> list[str]:
-        """The shortest and longest text of every shape the corpus uses: every shape it needs."""
-        plan = self.clf.plan
-        chosen: dict[Any, list[int]] = {}
-        for i, n in enumerate(lengths):
-            lo_hi = chosen.setdefault(plan.shape_for(min(int(n), plan.max_length)), [i, i])
-            if n < lengths[lo_hi[0]]:
-                lo_hi[0] = i
-            if n > lengths[lo_hi[1]]:
-                lo_hi[1] = i
-        keep = sorted({i for pair in chosen.values() for i in pair})
-        return [texts[i] for i in keep]
+        """The whole corpus: exactly the shapes a timed pass runs, each shape's last batch at
+        the rung of rows it takes (a smaller set of texts would compile other rungs)."""
+        return list(texts)
 
     def heaviest_batch(self, texts: Sequence[str], lengths: Sequence[int]) -> list[str]:
-        # every batch of a shape is padded to that shape: the warm-up set runs each shape in full
+        # the corpus's batches at full rows and their last ones at their rungs: all of them
         return self.warmup_texts(texts, lengths)
 
 

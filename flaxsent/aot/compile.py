@@ -93,9 +93,12 @@ class AotRun:
 
 def tpu_plan(max_length: int, n_devices: int) -> ShapePlan:
     """The classifier's plan for `n_devices` TPU devices: the TPU budget, rows a multiple of 8
-    per device (the plan rounds rows to its `device_count`, so it is asked for 8 per device)."""
+    per device (the plan rounds rows to its `device_count`, so it is asked for 8 per device).
+
+    Full rows only (rungs=1): the estimate is of a long corpus, whose last batches (the rungs
+    with fewer rows, the same programs over fewer rows) are a rounding error."""
     return ShapePlan.build(max_length, max_batch_tokens=batch_budget("tpu", n_devices),
-                           device_count=n_devices * ROWS_PER_CHIP)
+                           device_count=n_devices * ROWS_PER_CHIP, rungs=1)
 
 
 def tiled_bytes(shape: Sequence[int], itemsize: int, layout: Any) -> int:

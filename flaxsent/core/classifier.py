@@ -30,6 +30,7 @@ from flaxsent.core.model import DistilBertForSequenceClassification
 from flaxsent.core.onnx_engine import OnnxEngine
 from flaxsent.core.plan import (
     DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_RUNGS,
     Batch,
     OrderedCollector,
     ShapePlan,
@@ -75,13 +76,14 @@ class Classifier:
                  devices: int | Sequence[jax.Device] | None = None,
                  precision: str | None = None, backend: str = "mesh", window: int = 4096,
                  pack_length: int | None | str = "auto", quantize: str = "none",
-                 engine: OnnxEngine | None = None):
+                 rungs: int = DEFAULT_RUNGS, engine: OnnxEngine | None = None):
         """`model` runs on the JAX engine (devices, precision and backend are its options); or
         `model=None` and an `engine` with its own device and precision (an `OnnxEngine`, as
         `from_pretrained(..., runtime='onnxruntime')` builds), same plan and outputs. An engine
         without a packed graph runs buckets only (pack_length is then None). pack_length:
         tokens a packed row holds, None for buckets only, 'auto' the default for the platform,
-        quantization and dtype (`plan.default_pack_length`)."""
+        quantization and dtype (`plan.default_pack_length`). rungs: row counts a shape's last
+        batch may run at (`plan.row_rungs`; 1: always full rows)."""
         cfg = _config_of(model, engine, devices=devices, precision=precision, backend=backend)
         if engine is None:
             # int8: the encoder's dense layers quantized once, here (flaxsent/core/quantize.py);
@@ -137,7 +139,8 @@ class Classifier:
                 return ShapePlan.build(max_length, boundaries=boundaries,
                                        max_batch_tokens=max_batch_tokens,
                                        device_count=self.engine.n_devices,
-                                       max_batch_size=max_batch_size, pack_length=pack)
+                                       max_batch_size=max_batch_size, pack_length=pack,
+                                       rungs=rungs)
             except ValueError as e:
                 raise FlaxsentError(str(e)) from None
 
@@ -222,8 +225,9 @@ class Classifier:
         return jnp.dtype(self.model.embeddings.word_embeddings.dtype or jnp.float32).name
 
     def shapes(self) -> list[tuple[int, int, int]]:
-        """Every shape this classifier can compile: the packed one (if on), then the buckets."""
-        return [shape.as_tuple() for shape in self.plan.shapes()]
+        """Every shape this classifier can compile (`ShapePlan.batch_shapes`): the packed one
+        (if on), then the buckets, each at its full rows and its smaller rungs."""
+        return [shape.as_tuple() for shape in self.plan.batch_shapes()]
 
     def warmup(self) -> None:
         """Compile every shape in `shapes()` before real traffic (a dummy batch each)."""

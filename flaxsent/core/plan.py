@@ -9,9 +9,12 @@ a packed layout with one slot per row (segment ids = the mask, positions = 0..L-
 so one forward serves every shape (measured on CPU: equal speed, identical logits).
 
 Each shape's row count comes from a token budget (per platform and device) and is a multiple of
-the device count; the last batch of a shape is padded with empty rows, never a new shape.
-Batches never span two windows of the input stream, so the rows of any window are computed
-the same whatever came before (resume and sharding rely on it).
+the device count. The last batch of a shape in a window runs at the fewest rows of a short
+ladder (the shape's rows halved up to `rungs - 1` times) that hold it, padded with empty rows
+to that rung: a lone long text, or a small file, or a server's lone request, does not pay for
+a full batch, and the set of shapes stays fixed and small. Batches never span two windows of
+the input stream, so the rows of any window are computed the same whatever came before
+(resume and sharding rely on it).
 
 Pure numpy on purpose: this runs on the host while the device works on the previous batch.
 """
@@ -36,6 +39,10 @@ DEFAULT_PACK_LENGTH = 128
 # inference: 139 and 134 at 64 and 128, so it keeps 128 (fewer texts split off to buckets).
 CPU_SHORT_PACK_LENGTH = 64
 DEFAULT_MAX_BATCH_SIZE = 256
+# Row counts a shape runs at: its rows, then halved up to 3 times (multiples of the device
+# count). On the 2-core Xeon, full-size int8: a lone 66-token text ran in 99 ms as 8x128 and
+# 21 ms as 1x128; the embedded bench corpus's last batches cost 1,446 of 21,504 tokens.
+DEFAULT_RUNGS = 4
 # Default token budget of one batch, per device. CPU: measured on the 2-core dev machine
 # (full-size model, packed rows of 128): 1024 -> 2,236-2,320 real tokens/s, 2048 -> 1,984,
 # 4096 -> 1,426 (smaller batches stay in cache). GPUs and TPUs want large batches.
@@ -66,6 +73,13 @@ def _check_int(name: str, value: object, minimum: int) -> int:
     if not _is_int(value) or int(value) < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
+
+
+def row_rungs(rows: int, device_count: int, rungs: int) -> list[int]:
+    """The row counts a shape of `rows` rows runs at, increasing: `rows` halved up to
+    `rungs - 1` times, each a multiple of `device_count` (and at least one row per device)."""
+    return sorted({max(device_count, rows // 2 ** k // device_count * device_count)
+                   for k in range(rungs)})
 
 
 def _rows(max_batch_tokens: int, length: int, device_count: int, max_batch_size: int) -> int:
@@ -183,22 +197,27 @@ class ShapePlan:
     max_length: int  # longest input, in tokens
     pack: Shape | None  # texts up to pack.length tokens share rows; None: buckets only
     buckets: tuple[Shape, ...]  # one text a row, increasing lengths; the last is max_length
+    device_count: int = 1  # every row count is a multiple of it
+    rungs: int = 1  # row counts a shape runs at (`row_rungs`); 1: always its full rows
 
     @classmethod
     def build(cls, max_length: int = 512, *, boundaries: Sequence[int] | None = None,
               max_batch_tokens: int = 8192, device_count: int = 1,
               max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
-              pack_length: int | None = DEFAULT_PACK_LENGTH) -> ShapePlan:
+              pack_length: int | None = DEFAULT_PACK_LENGTH,
+              rungs: int = DEFAULT_RUNGS) -> ShapePlan:
         """A plan whose shapes fit a token budget and split evenly over `device_count` devices.
 
         boundaries: bucket lengths (default powers of two 16..512, clipped to max_length);
         max_length is always the last. pack_length: rows of packed texts (None or 0: no
-        packing); buckets at or below it are never used and are left out.
+        packing); buckets at or below it are never used and are left out. rungs: row counts
+        each shape may run at (1: its full rows only; see `row_rungs`).
         """
         max_length = _check_int("max_length", max_length, 2)
         max_batch_tokens = _check_int("max_batch_tokens", max_batch_tokens, 1)
         device_count = _check_int("device_count", device_count, 1)
         max_batch_size = _check_int("max_batch_size", max_batch_size, 1)
+        rungs = _check_int("rungs", rungs, 1)
         bounds = _boundaries(boundaries, max_length)
         pack = None
         if pack_length:
@@ -210,24 +229,24 @@ class ShapePlan:
             bounds = [b for b in bounds if b > pack_length]
         buckets = tuple(Shape(_rows(max_batch_tokens, b, device_count, max_batch_size), b, 1)
                         for b in bounds)
-        return cls(max_length=max_length, pack=pack, buckets=buckets)
+        return cls(max_length=max_length, pack=pack, buckets=buckets, device_count=device_count,
+                   rungs=rungs)
 
     def shapes(self) -> list[Shape]:
-        """Every shape this plan can emit: the packed one (if any), then the buckets."""
+        """The plan's shapes at their full rows, one per kind of text: the packed one (if any),
+        then the buckets (what `shape_for` answers)."""
         return ([self.pack] if self.pack else []) + list(self.buckets)
 
-    def packed_ladder(self, device_count: int, rungs: int = 4) -> list[ShapePlan]:
-        """Copies of this plan whose packed shape has fewer rows, fewest first, this plan last.
+    def batch_shapes(self) -> list[Shape]:
+        """Every shape a batch of this plan can take (what can compile): each of `shapes()` at
+        its full rows, then at its smaller rungs, fewest rows last."""
+        return [dataclasses.replace(shape, rows=rows) for shape in self.shapes()
+                for rows in reversed(row_rungs(shape.rows, self.device_count, self.rungs))]
 
-        Rows halve up to `rungs - 1` times (each a multiple of the device count); buckets stay
-        the same. A server runs a small group in a small shape instead of a mostly empty batch.
-        """
-        if self.pack is None:
-            return [self]
-        rows = {max(device_count, self.pack.rows // 2 ** k // device_count * device_count)
-                for k in range(rungs)}
-        return [dataclasses.replace(self, pack=Shape(r, self.pack.length, self.pack.slots))
-                for r in sorted(rows) if r < self.pack.rows] + [self]
+    def fitted(self, shape: Shape, rows: int) -> Shape:
+        """`shape` at the fewest rows of its rungs that hold `rows` filled rows."""
+        fits = [n for n in row_rungs(shape.rows, self.device_count, self.rungs) if n >= rows]
+        return dataclasses.replace(shape, rows=fits[0] if fits else shape.rows)
 
     def shape_for(self, length: int) -> Shape:
         """The shape a text of `length` tokens runs in."""
@@ -244,7 +263,8 @@ class ShapePlan:
         """Fixed-shape batches of (caller index, token ids) items, one window at a time.
 
         Within a window: packed rows first (longest texts first), then each bucket's texts,
-        shortest first. Every item lands in exactly one batch.
+        shortest first; each shape's last batch at the fewest rows that hold it (`fitted`).
+        Every item lands in exactly one batch.
         """
         window = _check_int("window", window, 1)
         if not _is_int(pad_id):
@@ -259,9 +279,10 @@ class ShapePlan:
                 return
 
     def warmup_batches(self, pad_id: int) -> Iterator[Batch]:
-        """One batch per shape (a two-token dummy text in it): running them compiles them all."""
+        """One batch per batch shape (a two-token dummy text in it): running them compiles
+        them all."""
         dummy = [np.full(2, pad_id, np.int32)]
-        for shape in self.shapes():
+        for shape in self.batch_shapes():
             yield fill_batch(shape, [[0]], [0], dummy, pad_id)
 
     def _window_batches(self, indices: list[int], arrays: list[np.ndarray],
@@ -274,7 +295,8 @@ class ShapePlan:
             rows = [[int(chosen[i]) for i in row]
                     for row in pack_rows(lengths[chosen], self.pack.length, self.pack.slots)]
             for start in range(0, len(rows), self.pack.rows):
-                yield fill_batch(self.pack, rows[start:start + self.pack.rows], indices, arrays,
+                chunk = rows[start:start + self.pack.rows]
+                yield fill_batch(self.fitted(self.pack, len(chunk)), chunk, indices, arrays,
                                  pad_id)
             rest = np.flatnonzero(~short)
         rest = rest[np.argsort(lengths[rest], kind="stable")]  # shortest first
@@ -283,7 +305,7 @@ class ShapePlan:
             members = rest[bucket_of == b].tolist()
             for start in range(0, len(members), shape.rows):
                 rows = [[i] for i in members[start:start + shape.rows]]
-                yield fill_batch(shape, rows, indices, arrays, pad_id)
+                yield fill_batch(self.fitted(shape, len(rows)), rows, indices, arrays, pad_id)
 
 
 def _boundaries(boundaries: Sequence[int] | None, max_length: int) -> list[int]:

@@ -7,9 +7,9 @@ through the steps of any stream over the engine (`classifier.dispatch`, `read_ba
 `check_finite`), and each request gets back its own rows in its own order, or the
 `NonFiniteLogitsError` of its first non-finite row. Requests that queued while the device was
 busy are taken without waiting; the next group is dispatched before the previous one's
-results are read back, so host work overlaps device work. A group that needs few packed rows (a
-lone request) runs in a packed shape with fewer rows (halving, a few rungs), so low load does
-not pay for a full batch.
+results are read back, so host work overlaps device work. A group that needs few rows (a lone
+request) runs at the fewest rows of the plan's rungs that hold it (`ShapePlan.fitted`), so low
+load does not pay for a full batch.
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ _WAKE = object()  # wakes a wait for company (hurry): dispatch what is taken now
 # Packing a group is exact but costs Python time; below this share of the packed batch's
 # tokens and slots, the group's texts are taken to fit without packing them.
 _SURE_FIT = 0.875
-LADDER_RUNGS = 4  # packed shapes: the plan's rows, then halved up to 3 times (light load)
 
 
 class EngineError(RuntimeError):
@@ -94,12 +93,6 @@ class _Room:
             return True
         return False
 
-    def rows(self) -> int:
-        """Packed rows the texts taken so far need."""
-        if self._pack is None or not self._lengths:
-            return 0
-        return len(pack_rows(np.asarray(self._lengths), self._pack.length, self._pack.slots))
-
     def _fits(self, lengths: list[int]) -> bool:
         pack = self._pack
         total = sum(lengths)
@@ -119,7 +112,6 @@ class Batcher:
         if not max_wait_s >= 0:
             raise ValueError(f"max_wait_s must be >= 0, got {max_wait_s!r}")
         self._clf = clf
-        self._plans = clf.plan.packed_ladder(clf.engine.n_devices, LADDER_RUNGS)
         self._max_wait = float(max_wait_s)
         self._on_batch = on_batch
         self._queue: queue.Queue = queue.Queue()
@@ -150,8 +142,8 @@ class Batcher:
 
     @property
     def shapes(self) -> list[tuple[int, int, int]]:
-        """Every shape the batcher runs: the classifier's, then its smaller packed shapes."""
-        return self._clf.shapes() + [p.pack.as_tuple() for p in self._plans[:-1]]
+        """Every shape the batcher runs: the classifier's, each at its full rows and rungs."""
+        return self._clf.shapes()
 
     @property
     def queued(self) -> int:
@@ -200,9 +192,6 @@ class Batcher:
         start = time.perf_counter()
         try:
             self._clf.warmup()
-            pad = self._clf.tokenizer.pad_id
-            for plan in self._plans[:-1]:  # the smaller packed shapes
-                np.asarray(self._clf.engine.run(next(plan.warmup_batches(pad))))
         except Exception as e:  # noqa: BLE001 - reported through /health, not a crash
             self._warmup_error = f"warm-up failed: {type(e).__name__}: {e}"
             log.error("flaxsent serve: %s", self._warmup_error)
@@ -216,8 +205,8 @@ class Batcher:
             if previous is not None and self._queue.empty() and not self._carry:
                 self._finish(previous)  # nothing else to overlap it with
                 previous = None
-            group, room = self._next_group()
-            current = self._dispatch(group, room) if group else None
+            group = self._next_group()
+            current = self._dispatch(group) if group else None
             if previous is not None:
                 self._finish(previous)
             previous = current
@@ -226,20 +215,20 @@ class Batcher:
         if previous is not None:
             self._finish(previous)
 
-    def _next_group(self) -> tuple[list[_Job], _Room | None]:
-        """The oldest request and those that join it, and the packed room they take; no jobs
-        once the queue is closed and empty."""
+    def _next_group(self) -> list[_Job]:
+        """The oldest request and those that join it while one packed batch holds them; no
+        jobs once the queue is closed and empty."""
         if self._carry:
             first = self._carry.popleft()
         elif self._stopping:
-            return [], None
+            return []
         else:
             first = self._queue.get()
             if first is _WAKE:
-                return [], None
+                return []
             if first is _STOP:
                 self._stopping = True
-                return [], None
+                return []
         room = _Room(self._clf.plan)
         room.take(first)
         group = [first]
@@ -262,20 +251,18 @@ class Batcher:
                 self._carry.append(job)
                 break
             group.append(job)
-        return group, room
+        return group
 
-    def _dispatch(self, group: list[_Job], room: _Room) -> _Flight | None:
-        """Send a group's batches to the device (asynchronously), in the smallest packed shape
-        that holds them; None if every request was cancelled."""
+    def _dispatch(self, group: list[_Job]) -> _Flight | None:
+        """Send a group's batches to the device (asynchronously), each at the fewest rows that
+        hold it; None if every request was cancelled."""
         jobs = [job for job in group if job.future.set_running_or_notify_cancel()]
         if not jobs:
             return None
         flat = [ids for job in jobs for ids in job.ids]
         start = time.perf_counter()
         try:
-            rows = room.rows()  # cancelled requests' texts included: at worst a larger shape
-            plan = next(p for p in self._plans if p.pack is None or p.pack.rows >= rows)
-            batches = list(dispatch(self._clf.engine, plan, enumerate(flat),
+            batches = list(dispatch(self._clf.engine, self._clf.plan, enumerate(flat),
                                     self._clf.tokenizer.pad_id, window=len(flat)))
         except Exception as e:  # noqa: BLE001 - the requests fail, the server goes on
             self._fail(jobs, e)

@@ -166,9 +166,12 @@ def test_one_program_per_shape_used_and_no_recompiles(tiny_hf, tmp_path):
     assert len(shapes) == len(set(shapes)) >= 2  # the packed shape and a bucket
     assert set(shapes) <= set(clf.shapes())
     assert clf.attribution_engine.n_compilations == len(shapes)
+    clf.explain(TEXTS + [long], steps=20)  # the same batches compile nothing
+    assert clf.attribution_engine.compiled_shapes == shapes
     clf.explain(["fun and brilliant", "the worst " + long], steps=50)
     clf.explain(["one more"], method="gradient-x-input")
-    assert clf.attribution_engine.compiled_shapes == shapes
+    shapes = clf.attribution_engine.compiled_shapes  # smaller rungs, each compiled once
+    assert len(shapes) == len(set(shapes)) and set(shapes) <= set(clf.shapes())
     assert clf.attribution_engine.n_compilations == len(shapes)
 
 

@@ -93,11 +93,14 @@ def test_compiles_once_per_shape(tiny_flax, tmp_path, pack_length):
     assert len(shapes) == len(set(shapes)) >= 2
     assert set(shapes) <= set(clf.shapes())
     assert clf.engine.n_compilations == len(shapes)
-    # new inputs of already-seen shapes compile nothing new
+    clf.logits(_random_texts(40, seed=3, max_words=50))  # the same batches compile nothing
+    assert clf.compiled_shapes == shapes
+    # after a warm-up (every shape and rung), no input compiles anything new
+    clf.warmup()
+    assert sorted(clf.compiled_shapes) == sorted(clf.shapes())
     clf.logits(_random_texts(40, seed=4, max_words=50))
     clf.logits(["one short text"])
-    assert clf.compiled_shapes == shapes
-    assert clf.engine.n_compilations == len(shapes)
+    assert clf.engine.n_compilations == len(clf.shapes())
 
 
 @pytest.mark.parametrize("pack_length", [None, 24, 128])
@@ -166,6 +169,19 @@ def test_options_are_validated(tiny_flax, tmp_path):
         Classifier.from_pretrained(tiny_flax, cache_dir=tmp_path, backend="xmap")
     with pytest.raises(FlaxsentError, match="boundaries"):
         Classifier.from_pretrained(tiny_flax, cache_dir=tmp_path, boundaries=[32, 16])
+    with pytest.raises(FlaxsentError, match="rungs must be an integer >= 1"):
+        Classifier.from_pretrained(tiny_flax, cache_dir=tmp_path, rungs=0)
+
+
+def test_rungs_one_keeps_every_batch_at_full_rows(tiny_flax, tmp_path):
+    options = dict(cache_dir=tmp_path, max_batch_tokens=256, pack_length=32)
+    full = Classifier.from_pretrained(tiny_flax, rungs=1, **options)
+    laddered = Classifier.from_pretrained(tiny_flax, **options)  # 8x32 packed: rungs 1, 2, 4, 8
+    assert full.shapes() == [s.as_tuple() for s in full.plan.shapes()]
+    assert (4, 32, 4) in laddered.shapes() and (4, 32, 4) not in full.shapes()
+    np.testing.assert_allclose(laddered.logits(TEXTS), full.logits(TEXTS), atol=1e-6)
+    # TEXTS fill 3 or 4 packed rows: the rung of 4 rows, or all 8 without rungs
+    assert full.compiled_shapes == [(8, 32, 4)] and laddered.compiled_shapes == [(4, 32, 4)]
 
 
 def test_hf_folder_and_bfloat16(tiny_hf, tmp_path, clf):

@@ -18,6 +18,7 @@ from flaxsent.core.plan import (
     batch_budget,
     fill_batch,
     pack_rows,
+    row_rungs,
 )
 
 PAD = 0
@@ -35,8 +36,11 @@ def _check_batches(batches: list[Batch], encoded: list[tuple[int, list[int]]],
     by_index = dict(encoded)
     seen: list[int] = []
     for b in batches:
-        assert b.shape in plan.shapes()
+        assert b.shape in plan.batch_shapes()
         rows, length, slots = b.shape.as_tuple()
+        kind = next(s for s in plan.shapes() if (s.length, s.slots) == (length, slots))
+        filled = int((b.segment_ids[:, 0] > 0).sum())
+        assert b.shape in (kind, plan.fitted(kind, filled))  # full, or the fewest rows
         for a in b.arrays():
             assert a.dtype == np.int32 and a.shape[0] == rows
         assert b.input_ids.shape == b.segment_ids.shape == b.position_ids.shape == (rows, length)
@@ -47,7 +51,7 @@ def _check_batches(batches: list[Batch], encoded: list[tuple[int, list[int]]],
         for pos, slot in zip(b.positions.tolist(), b.slots.tolist(), strict=True):
             ids = by_index[pos]
             n = len(ids)
-            assert plan.shape_for(n) == b.shape
+            assert plan.shape_for(n) == kind
             row, k = divmod(slot, slots)
             start = b.cls_index[row, k]
             np.testing.assert_array_equal(b.input_ids[row, start:start + n], ids)
@@ -156,8 +160,10 @@ def test_mixed_lengths_packed_then_buckets_shortest_first() -> None:
     enc = _encoded(lengths)
     batches = list(plan.batches(enc, pad_id=PAD))
     _check_batches(batches, enc, plan)
-    assert [b.shape.as_tuple() for b in batches] == [(16, 16, 2), (8, 32, 1), (4, 64, 1),
-                                                      (2, 128, 1), (2, 128, 1)]
+    # each shape's last batch at the fewest rows that hold it: 4 packed rows of 16, 1 of 8
+    # 32-token rows, 2 of 4 64-token rows, and the 128 bucket's 3 texts as 2 rows, then 1
+    assert [b.shape.as_tuple() for b in batches] == [(4, 16, 2), (1, 32, 1), (2, 64, 1),
+                                                      (2, 128, 1), (1, 128, 1)]
     assert [len(dict(enc)[p]) for p in batches[2].positions] == [33, 64]
     assert [len(dict(enc)[p]) for p in batches[3].positions] == [65, 100]
 
@@ -251,25 +257,41 @@ def test_pack_rows_places_every_item_once_within_the_row() -> None:
         assert lengths.sum() / (64 * len(rows)) > 0.9  # longest-first fills rows well
 
 
-def test_packed_ladder_halves_the_rows() -> None:
-    plan = ShapePlan.build(512, max_batch_tokens=1024)  # 8 packed rows
-    assert [p.pack.rows for p in plan.packed_ladder(1)] == [1, 2, 4, 8]
-    assert plan.packed_ladder(1)[-1] is plan
-    assert all(p.buckets == plan.buckets for p in plan.packed_ladder(1))
-    eight = ShapePlan.build(512, max_batch_tokens=8192, device_count=8)  # 64 packed rows
-    assert [p.pack.rows for p in eight.packed_ladder(8)] == [8, 16, 32, 64]
-    assert ShapePlan.build(pack_length=None).packed_ladder(1) == [ShapePlan.build(
-        pack_length=None)]
-    four = ShapePlan.build(128, max_batch_tokens=4096, device_count=4)  # 32 packed rows
-    assert [p.pack.rows for p in four.packed_ladder(4, rungs=2)] == [16, 32]
-    small = ShapePlan.build(128, max_batch_tokens=256, device_count=2)
-    assert [p.pack.rows for p in small.packed_ladder(2)] == [2]  # no room to halve
+def test_row_rungs_halve_the_rows_in_multiples_of_the_device_count() -> None:
+    assert row_rungs(8, 1, 4) == [1, 2, 4, 8]
+    assert row_rungs(64, 8, 4) == [8, 16, 32, 64]
+    assert row_rungs(32, 4, 2) == [16, 32]
+    assert row_rungs(2, 2, 4) == [2]  # no room to halve
+    assert row_rungs(12, 1, 1) == [12]
+    assert row_rungs(12, 4, 4) == [4, 12]  # 6 and 3 round down to 4
 
 
-def test_warmup_batches_one_per_shape() -> None:
+def test_batch_shapes_list_every_rung_of_every_shape() -> None:
+    plan = ShapePlan.build(512, max_batch_tokens=1024)  # 8x128x16, then 4x256, 2x512
+    assert [str(s) for s in plan.batch_shapes()] == [
+        "8x128x16", "4x128x16", "2x128x16", "1x128x16", "4x256x1", "2x256x1", "1x256x1",
+        "2x512x1", "1x512x1"]
+    assert plan.shapes() == [plan.pack, *plan.buckets]  # full rows, one per kind of text
+    assert ShapePlan.build(512, max_batch_tokens=1024, rungs=1).batch_shapes() == plan.shapes()
+
+
+def test_a_shapes_last_batch_runs_at_the_fewest_rows_that_hold_it() -> None:
+    plan = ShapePlan.build(512, max_batch_tokens=1024, device_count=2)  # 8x128x16, 4x256, 2x512
+    # 11 packed rows of 120-token texts (8 + 3 -> 4), one 200-token text (-> 2 rows of 256)
+    enc = [(i, [7] * 120) for i in range(11)] + [(11, [7] * 200)]
+    batches = list(plan.batches(enc, pad_id=0))
+    assert [str(b.shape) for b in batches] == ["8x128x16", "4x128x16", "2x256x1"]
+    assert sorted(p for b in batches for p in b.positions.tolist()) == list(range(12))
+    assert all(s in plan.batch_shapes() for s in (b.shape for b in batches))
+    full = ShapePlan.build(512, max_batch_tokens=1024, device_count=2, rungs=1)
+    assert [str(b.shape) for b in full.batches(enc, pad_id=0)] == [
+        "8x128x16", "8x128x16", "4x256x1"]
+
+
+def test_warmup_batches_one_per_batch_shape() -> None:
     plan = ShapePlan.build(512, max_batch_tokens=1024, device_count=2)
     shapes = [b.shape for b in plan.warmup_batches(PAD)]
-    assert shapes == plan.shapes()
+    assert shapes == plan.batch_shapes()
 
 
 # ---- order -------------------------------------------------------------------------------
