@@ -122,12 +122,12 @@ def test_a_full_disk_at_a_drawn_step_of_a_save_is_one_line_and_resume_continues(
 
 def _swept(steps: list[int]) -> list[int]:
     """The steps a sweep faults: all of them with FLAXSENT_EVERY_FAULT_STEP=1; else the save's
-    first and middle steps and its last three (the rename that completes it, and the old save's
-    removal), which keeps the suite under its time budget (about 7 s a fault point: two fresh
-    processes)."""
+    first step and its last three (the rename that completes it, and the old save's removal),
+    which keeps the suite under its time budget (about 8 s a fault point: two fresh
+    processes). A step in between is drawn by the two tests above."""
     if os.environ.get("FLAXSENT_EVERY_FAULT_STEP") == "1":
         return steps
-    return sorted({steps[0], steps[len(steps) // 2], *steps[-3:]})
+    return sorted({steps[0], *steps[-3:]})
 
 
 def _expected(steps: list[int], swept: list[int]) -> list[int]:
