@@ -133,8 +133,11 @@ def test_perturbed_flax_weights_fail_parity(tmp_path, model_cache):
     def bump(params):  # the flax side only: PyTorch keeps the original head
         params["classifier/bias"] = params["classifier/bias"] + 1e-3
 
+    # every flaxsent row and PyTorch's own; ONNX Runtime's peer runs end to end further down
+    only = ["torch-sorted", "flax-naive", "flax-bucketed", "flax-mesh-dp", "flax-pmap-dp",
+            "flax-ort"]
     result = run_harness(_quiet(out=tmp_path, probes=False, model_cache=model_cache,
-                                perturb=bump))
+                                perturb=bump, only=only))
     assert result.exit_code == 1 and not result.parity_ok
     record = json.loads((tmp_path / "results.json").read_text())
     assert record["parity_ok"] is False
@@ -144,13 +147,11 @@ def test_perturbed_flax_weights_fail_parity(tmp_path, model_cache):
         assert 5e-4 < rows[key]["parity"]["max_abs"] < 2e-3
     assert rows["torch-sorted"]["parity_ok"] is True
     assert rows["flax-bucketed[bf16]"]["parity_ok"] is True  # 1e-3 is inside bf16's tolerance
-    # the default run brings the peers this host runs
+    # the run brings the peers this host runs
     autocast = peers.torch_autocast_dtypes("cpu", peers.cpu_flags())
     assert ("torch-sorted[bf16]" in rows) == ("bfloat16" in autocast)
     if "torch-sorted[bf16]" in rows:
         assert rows["torch-sorted[bf16]"]["parity_ok"] is True  # PyTorch: not perturbed
-    if not peers.missing_modules(peers.ORT_EXTRA):
-        assert rows["ort-sorted"]["parity_ok"] is True and "ort-sorted[int8]" in rows
     if "flax-bucketed[int8]" in rows:  # 1e-3 is inside int8's tolerance too
         assert rows["flax-bucketed[int8]"]["parity_ok"] is True
     if "flax-ort" in rows:  # exported from the perturbed folder: must fail like the others

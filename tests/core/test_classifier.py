@@ -95,12 +95,12 @@ def test_compiles_once_per_shape(tiny_flax, tmp_path, pack_length):
     assert clf.engine.n_compilations == len(shapes)
     clf.logits(_random_texts(40, seed=3, max_words=50))  # the same batches compile nothing
     assert clf.compiled_shapes == shapes
-    # after a warm-up (every shape and rung), no input compiles anything new
-    clf.warmup()
-    assert sorted(clf.compiled_shapes) == sorted(clf.shapes())
+    assert clf.engine.n_compilations == len(shapes)
+    # new inputs compile only their own rungs, once (after a warm-up, nothing: the next test)
     clf.logits(_random_texts(40, seed=4, max_words=50))
     clf.logits(["one short text"])
-    assert clf.engine.n_compilations == len(clf.shapes())
+    assert len(clf.compiled_shapes) == len(set(clf.compiled_shapes)) == clf.engine.n_compilations
+    assert set(clf.compiled_shapes) <= set(clf.shapes())
 
 
 @pytest.mark.parametrize("pack_length", [None, 24, 128])
