@@ -196,7 +196,7 @@ class Service:
         """TEI's /info fields, plus flaxsent's batching details."""
         clf = self.clf
         labels = {str(i): name for i, name in enumerate(clf.labels)}
-        shapes = self.batcher.shapes
+        shapes = clf.shapes()
         return {
             "model_id": self.opts.model_id, "model_sha": None,
             "model_dtype": clf.dtype, "quantize": clf.quantize, "runtime": clf.runtime,

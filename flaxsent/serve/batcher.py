@@ -141,11 +141,6 @@ class Batcher:
         return self._warmup_error
 
     @property
-    def shapes(self) -> list[tuple[int, int, int]]:
-        """Every shape the batcher runs: the classifier's, each at its full rows and rungs."""
-        return self._clf.shapes()
-
-    @property
     def queued(self) -> int:
         """Requests waiting for the engine thread."""
         return self._queue.qsize() + len(self._carry)
